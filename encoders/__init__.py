@@ -1,0 +1,1 @@
+"""Contrastive (SimCLR) encoders and noise-trained base classifiers for randomized smoothing."""
