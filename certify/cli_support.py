@@ -1,0 +1,131 @@
+"""Plumbing shared by the command-line tools: one-line user errors, devices, models and data.
+
+This is the application edge of the toolkit, the only place outside certify/cli*.py that imports
+encoders/. User errors (bad flags, missing checkpoints or data, unwritable paths) end the program
+with exit status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import torch
+
+USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; reported as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` folded onto one line."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """Run a command's body, turning user errors into one stderr line and exit status 2.
+
+    ValueError (the library's answer to bad input), OSError (unreadable or unwritable files) and
+    UserError are user errors; anything else is a bug and keeps its traceback.
+    """
+    try:
+        return body()
+    except (UserError, ValueError, OSError) as error:
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (underscores allowed, as in 100_000)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a float in the open interval (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available, else the CPU; 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose a model, a data set and a device, shared by every command."""
+    parser.add_argument("--model", default=None,
+                        help="checkpoint path or shipped model name "
+                             "(default: the shipped digits model for --sigma)")
+    parser.add_argument("--dataset", default=None,
+                        help="data set name (default: the one the model was trained on)")
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding the data set files (not needed for digits)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+
+
+def load_model_and_data(
+    args: argparse.Namespace, sigma: float
+) -> tuple[torch.nn.Module, torch.utils.data.Dataset, dict[str, Any], str, str]:
+    """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
+
+    Returns:
+        (model on --device in eval mode, data set, checkpoint metadata, model name, data set name)
+
+    Raises:
+        ValueError: from encoders, for a missing or damaged checkpoint or data set.
+        UserError: for a bad --device.
+    """
+    import encoders
+    from encoders.data import load_dataset
+
+    source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
+    metadata = encoders.read_metadata(source)
+    model = encoders.load_classifier(source).to(resolve_device(args.device)).eval()
+    dataset_name = args.dataset or metadata["dataset"]
+    dataset = load_dataset(dataset_name, args.split, args.data_root)
+    return model, dataset, metadata, str(source), dataset_name
