@@ -1,0 +1,301 @@
+"""Certified accuracy, average certified radius and their envelope, from certification results.
+
+A results file holds one tab-separated row per test image with the columns of Cohen et al.'s
+certify.py first, ``idx label predict radius correct time``, and possibly more after them
+(Cohen, Rosenfeld and Kolter, "Certified Adversarial Robustness via Randomized Smoothing",
+ICML 2019; github.com/locuslab/smoothing). ``predict`` is -1 (``ABSTAIN``) when the smoothed
+classifier abstains, ``radius`` is then 0, and ``time`` is seconds either as a float or as
+``H:MM:SS.ffffff``.
+
+Example:
+    >>> results = read_results("results/digits_sigma0.25.tsv")
+    >>> certified_accuracy(results, [0.0, 0.25, 0.5])
+    array([0.93, 0.81, 0.52])
+    >>> summarize(results)["average_certified_radius"]
+    0.41
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from certify.smoothing import ABSTAIN
+
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+"""The leading columns of a results file, in the order Cohen et al.'s certify.py writes them."""
+
+SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The radii of Cohen et al.'s CIFAR-10 table, used by :func:`summarize` by default."""
+
+_TIMEDELTA = re.compile(r"(?:(\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)")
+
+
+@dataclass(frozen=True)
+class CertifiedResults:
+    """The rows of one results file as columns, one entry per certified image.
+
+    Attributes:
+        idx: the image's index in its data set.
+        label: the true class.
+        predict: the smoothed classifier's class, or ``ABSTAIN`` (-1).
+        radius: the certified L2 radius (0 when abstaining).
+        correct: 1 if ``predict == label``, else 0.
+        time: seconds spent certifying the image.
+        extra: any further columns, by name, as the strings written in the file.
+    """
+
+    idx: np.ndarray
+    label: np.ndarray
+    predict: np.ndarray
+    radius: np.ndarray
+    correct: np.ndarray
+    time: np.ndarray
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, dtype in zip(COLUMNS, (np.int64,) * 3 + (np.float64, np.int64, np.float64)):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype))
+        lengths = {name: len(getattr(self, name)) for name in COLUMNS}
+        lengths.update({name: len(values) for name, values in self.extra.items()})
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"results columns must have equal lengths, got {lengths}")
+        if len(self.idx) == 0:
+            raise ValueError("results must hold at least one row, got none")
+        _check_consistent(self)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+def _check_consistent(results: CertifiedResults) -> None:
+    """Reject rows whose values contradict each other (they would misstate certified accuracy)."""
+    problems = (
+        (~np.isin(results.correct, (0, 1)), "correct must be 0 or 1"),
+        (results.correct != (results.predict == results.label), "correct must be predict == label"),
+        (~(results.radius >= 0) | np.isinf(results.radius), "radius must be finite and >= 0"),
+        ((results.predict == ABSTAIN) & (results.radius != 0), "an abstention must have radius 0"),
+        ((results.predict < ABSTAIN) | (results.label < 0), "label must be >= 0 and predict >= -1"),
+    )
+    for bad_rows, message in problems:
+        if bad_rows.any():
+            first = int(np.flatnonzero(bad_rows)[0])
+            raise ValueError(f"{message}, but the row with idx {results.idx[first]} breaks this")
+    unique, counts = np.unique(results.idx, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"each idx must appear once, but idx {unique[counts > 1][0]} repeats")
+
+
+def parse_seconds(text: str) -> float:
+    """Seconds from a float (``15.4``) or a timedelta string (``0:00:15.4``, ``1 day, 0:00:01``).
+
+    Raises:
+        ValueError: if ``text`` is neither, or is negative or not finite.
+    """
+    match = _TIMEDELTA.fullmatch(text)
+    if match:
+        days, hours, minutes, seconds = match.groups()
+        return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    seconds = float(text)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"time must be finite and >= 0, got {text!r}")
+    return seconds
+
+
+def read_results(path: str | os.PathLike) -> CertifiedResults:
+    """Read a Cohen-format results file (tab-separated, Cohen et al.'s six columns first).
+
+    Files written by Cohen et al.'s certify.py and by our ``certify`` command read unchanged;
+    columns after the six leading ones are kept as strings in ``extra``. Blank lines are skipped.
+
+    Args:
+        path: the results file.
+
+    Returns:
+        The file's rows as :class:`CertifiedResults`.
+
+    Raises:
+        ValueError: one line naming the file and the problem, if the file is missing, empty or not
+            tab-separated, lacks a leading column, has a row with the wrong number of fields or an
+            unparsable value, or holds contradictory rows (see :class:`CertifiedResults`).
+
+    Example:
+        >>> results = read_results("cifar10_resnet110_noise0.25_sigma0.25.tsv")
+        >>> len(results), results.radius[0]
+        (500, 0.378)
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = [line.rstrip("\r\n") for line in file]
+        return _parse_lines(lines)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ValueError(f"results file {os.fspath(path)}: {reason}") from error
+
+
+def _parse_lines(lines: list[str]) -> CertifiedResults:
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise ValueError(f"the file is empty; expected a tab-separated header {' '.join(COLUMNS)}")
+    header = numbered[0][1].split("\t")
+    if len(header) == 1:
+        raise ValueError(f"the header {numbered[0][1]!r} is not tab-separated")
+    missing = [name for name in COLUMNS if name not in header]
+    if missing:
+        raise ValueError(
+            f"the header lacks column(s) {', '.join(missing)}; it has {', '.join(header)}"
+        )
+    if len(numbered) == 1:
+        raise ValueError("the file has a header but no rows")
+    rows = []
+    for number, line in numbered[1:]:
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise ValueError(
+                f"line {number} has {len(fields)} tab-separated fields but the header {len(header)}"
+            )
+        rows.append(fields)
+    columns = {name: [row[position] for row in rows] for position, name in enumerate(header)}
+    line_numbers = [number for number, _ in numbered[1:]]
+    parsed = {
+        name: [_parse_value(name, text, line) for text, line in zip(columns[name], line_numbers)]
+        for name in COLUMNS
+    }
+    extra = {name: tuple(values) for name, values in columns.items() if name not in COLUMNS}
+    return CertifiedResults(**parsed, extra=extra)
+
+
+def _parse_value(column: str, text: str, line_number: int) -> float | int:
+    try:
+        if column == "time":
+            return parse_seconds(text)
+        if column == "radius":
+            return float(text)
+        return int(text)
+    except ValueError:
+        raise ValueError(f"line {line_number}, column {column}: cannot parse {text!r}") from None
+
+
+def _check_radii(radii: Sequence[float]) -> np.ndarray:
+    values = np.asarray(radii, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0 or not (np.isfinite(values) & (values >= 0)).all():
+        raise ValueError(f"radii must be a non-empty sequence of finite numbers >= 0, got {radii}")
+    return values
+
+
+def certified_accuracy(results: CertifiedResults, radii: Sequence[float]) -> np.ndarray:
+    """The fraction of images classified correctly with certified radius >= r, for each r in radii.
+
+    This is the approximate certified test accuracy of Cohen et al. (2019, Section 4): each counted
+    image is, with probability at least 1 - alpha, classified correctly by the smoothed classifier
+    everywhere within L2 distance r. Abstentions count as errors.
+
+    Args:
+        results: certification results, e.g. from :func:`read_results`.
+        radii: L2 radii, each finite and >= 0.
+
+    Returns:
+        A float64 array of shape (len(radii),) with values in [0, 1], non-increasing in the radius.
+
+    Raises:
+        ValueError: if radii is empty or holds a negative or non-finite value.
+
+    Example:
+        >>> certified_accuracy(results, [0.0, 0.5])
+        array([0.748, 0.428])
+    """
+    values = _check_radii(radii)
+    correct = results.correct.astype(bool)[None, :]  # (1, N)
+    certified = correct & (results.radius[None, :] >= values[:, None])  # (R, N)
+    return certified.mean(axis=1)
+
+
+def average_certified_radius(results: CertifiedResults) -> float:
+    """The mean over all images of the certified radius, counting wrong or abstained images as 0.
+
+    This is the ACR of Zhai et al., "MACER: Attack-free and Scalable Robust Training via Maximizing
+    Certified Radius" (ICLR 2020), equal to the area under the certified-accuracy curve.
+
+    Example:
+        >>> average_certified_radius(results)
+        0.41
+    """
+    return float(np.mean(results.radius * results.correct))
+
+
+def certified_accuracy_curve(results: CertifiedResults) -> tuple[np.ndarray, np.ndarray]:
+    """The exact certified-accuracy step curve: breakpoints and the accuracy at each.
+
+    Certified accuracy is constant on every interval (r_k, r_k+1] between consecutive radii of
+    correct images and drops just after each, so drawing these points with matplotlib's
+    ``drawstyle="steps-pre"`` draws the curve exactly; the last point is (max radius, 0) shifted
+    right by 5% of the range, where it is 0.
+
+    Returns:
+        (radii, accuracies), float64 arrays of equal length starting at radius 0.
+    """
+    return _step_points([results])
+
+
+def envelope(results_list: Iterable[CertifiedResults], radii: Sequence[float]) -> np.ndarray:
+    """The pointwise maximum over several results of their certified accuracy at each radius.
+
+    Papers plot this upper envelope over noise levels sigma (Cohen et al. 2019, Figure 7). It is
+    not the certified accuracy of any one classifier, since sigma is chosen per radius after
+    seeing the test results.
+
+    Raises:
+        ValueError: if results_list is empty or radii are invalid.
+
+    Example:
+        >>> envelope([results_sigma_025, results_sigma_050], [0.0, 0.5, 1.0])
+        array([0.81, 0.62, 0.38])
+    """
+    curves = [certified_accuracy(results, radii) for results in results_list]
+    if not curves:
+        raise ValueError("results_list must hold at least one CertifiedResults, got none")
+    return np.max(curves, axis=0)
+
+
+def envelope_curve(results_list: Iterable[CertifiedResults]) -> tuple[np.ndarray, np.ndarray]:
+    """The exact step curve of :func:`envelope`, in the form of :func:`certified_accuracy_curve`."""
+    return _step_points(list(results_list))
+
+
+def _step_points(results_list: list[CertifiedResults]) -> tuple[np.ndarray, np.ndarray]:
+    if not results_list:
+        raise ValueError("results_list must hold at least one CertifiedResults, got none")
+    correct_radii = [results.radius[results.correct == 1] for results in results_list]
+    breakpoints = np.unique(np.concatenate([np.zeros(1), *correct_radii]))  # sorted, from 0
+    end = breakpoints[-1] + 0.05 * max(breakpoints[-1], 1e-3)
+    radii = np.append(breakpoints, end)
+    return radii, envelope(results_list, radii)
+
+
+def summarize(results: CertifiedResults, radii: Sequence[float] = SUMMARY_RADII) -> dict:
+    """The figures a certification run reports, as a plain dict.
+
+    Returns:
+        ``{"num_images": int, "accuracy": float, "abstain_rate": float,
+        "certified_accuracy": {radius: float}, "average_certified_radius": float,
+        "mean_time_s": float}``; accuracy is the smoothed classifier's clean accuracy, that is
+        the certified accuracy at radius 0.
+
+    Example:
+        >>> summarize(read_results("cifar10_resnet110_noise0.25_sigma0.25.tsv"))["abstain_rate"]
+        0.086
+    """
+    accuracies = certified_accuracy(results, radii)
+    return {
+        "num_images": len(results),
+        "accuracy": float(np.mean(results.correct)),
+        "abstain_rate": float(np.mean(results.predict == ABSTAIN)),
+        "certified_accuracy": {float(r): float(a) for r, a in zip(radii, accuracies)},
+        "average_certified_radius": average_certified_radius(results),
+        "mean_time_s": float(np.mean(results.time)),
+    }

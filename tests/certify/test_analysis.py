@@ -1,0 +1,201 @@
+"""Certified accuracy, ACR, envelope and the results-file reader, against hand-made results and the
+published Cohen et al. (2019) results file."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from certify.analysis import (
+    CertifiedResults,
+    average_certified_radius,
+    certified_accuracy,
+    certified_accuracy_curve,
+    envelope,
+    envelope_curve,
+    parse_seconds,
+    read_results,
+    summarize,
+)
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+COHEN_NAME = "reference/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv"
+# CI clones the repository with shared/ beside it; a development checkout may hold it inside.
+COHEN_CANDIDATES = (REPOSITORY.parent / "shared" / COHEN_NAME, REPOSITORY / "shared" / COHEN_NAME)
+COHEN_FILE = next((path for path in COHEN_CANDIDATES if path.is_file()), None)
+needs_cohen = pytest.mark.skipif(
+    COHEN_FILE is None, reason=f"Cohen et al.'s results file is absent: no ../shared/{COHEN_NAME}"
+)
+
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+
+
+def make_results(labels, predictions, radii) -> CertifiedResults:
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return CertifiedResults(
+        idx=np.arange(len(labels)),
+        label=labels,
+        predict=predictions,
+        radius=radii,
+        correct=(labels == predictions).astype(int),
+        time=np.ones(len(labels)),
+    )
+
+
+# Six images: four correct with radii 0.1, 0.3, 0.3, 0.8; one wrong with radius 0.9; one abstention.
+HAND_MADE = make_results([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 0, -1], [0.1, 0.3, 0.3, 0.8, 0.9, 0.0])
+
+
+def write(tmp_path: Path, text: str, name: str = "results.tsv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def slow_certified_accuracy(results: CertifiedResults, radius: float) -> float:
+    """Cohen et al.'s definition row by row: correct and radius >= r, over all rows."""
+    hits = sum(1 for c, r in zip(results.correct, results.radius) if c == 1 and r >= radius)
+    return hits / len(results)
+
+
+def test_certified_accuracy_of_hand_made_results():
+    radii = [0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 0.85, 1.0]
+    # Counted by hand from HAND_MADE: the wrong prediction and the abstention never count.
+    expected = np.array([4, 4, 3, 3, 1, 1, 0, 0]) / 6
+    np.testing.assert_allclose(certified_accuracy(HAND_MADE, radii), expected)
+
+
+def test_average_certified_radius_is_mean_of_correct_radii_and_area_under_curve():
+    assert average_certified_radius(HAND_MADE) == pytest.approx((0.1 + 0.3 + 0.3 + 0.8) / 6)
+    breakpoints, accuracies = certified_accuracy_curve(HAND_MADE)
+    # With steps-pre the value on (r_k, r_k+1] is accuracies[k + 1].
+    area = float(np.sum(np.diff(breakpoints) * accuracies[1:]))
+    assert area == pytest.approx(average_certified_radius(HAND_MADE))
+
+
+def test_step_curve_matches_certified_accuracy_everywhere():
+    rng = np.random.default_rng(0)
+    labels, predictions = rng.integers(0, 3, 200), rng.integers(-1, 3, 200)
+    results = make_results(labels, predictions, np.where(predictions == -1, 0.0, rng.random(200)))
+    breakpoints, accuracies = certified_accuracy_curve(results)
+    probes = np.concatenate([rng.random(500) * breakpoints[-1], breakpoints])
+    # steps-pre: the curve's value at r is the accuracy at the first breakpoint >= r.
+    drawn = accuracies[np.searchsorted(breakpoints, probes, side="left")]
+    np.testing.assert_array_equal(drawn, certified_accuracy(results, probes))
+    assert accuracies[-1] == 0 and breakpoints[0] == 0
+
+
+def test_envelope_equals_pointwise_maximum_of_slow_reference():
+    rng = np.random.default_rng(1)
+    results_list = []
+    for _ in range(3):
+        labels, predictions = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+        results_list.append(make_results(labels, predictions, rng.random(50) * rng.random()))
+    radii = np.linspace(0, 1, 41)
+    expected = [max(slow_certified_accuracy(r, radius) for r in results_list) for radius in radii]
+    np.testing.assert_allclose(envelope(results_list, radii), expected)
+    breakpoints, accuracies = envelope_curve(results_list)
+    np.testing.assert_allclose(accuracies, envelope(results_list, breakpoints))
+
+
+@pytest.mark.parametrize("radii", [[], [-0.1], [float("nan")], [float("inf")], [[0.1]]])
+def test_bad_radii_are_refused(radii):
+    with pytest.raises(ValueError, match="radii"):
+        certified_accuracy(HAND_MADE, radii)
+
+
+def test_envelope_of_nothing_is_refused():
+    with pytest.raises(ValueError, match="results_list"):
+        envelope([], [0.0])
+
+
+@needs_cohen
+def test_cohen_file_reads_unchanged_and_reproduces_published_table():
+    results = read_results(COHEN_FILE)
+    with open(COHEN_FILE, newline="") as file:
+        rows = list(csv.DictReader(file, delimiter="\t"))
+    assert len(results) == len(rows) == 500
+    for name in ("idx", "label", "predict", "correct"):
+        np.testing.assert_array_equal(getattr(results, name), [int(row[name]) for row in rows])
+    for name in ("radius", "time"):
+        np.testing.assert_array_equal(getattr(results, name), [float(row[name]) for row in rows])
+    # The figures of ../shared/reference/README.md (sigma = 0.25 row of Cohen et al.'s table).
+    summary = summarize(results)
+    published = {0.0: 0.748, 0.25: 0.600, 0.5: 0.428, 0.75: 0.266, 1.0: 0.0}
+    assert summary["certified_accuracy"] == published
+    assert summary["abstain_rate"] == 0.086
+    assert summary["accuracy"] == 0.748
+    assert summary["mean_time_s"] == pytest.approx(16.9, abs=0.05)
+    assert summary["num_images"] == 500
+
+
+def test_reader_accepts_timedelta_times_and_keeps_extra_columns(tmp_path):
+    path = write(
+        tmp_path,
+        "idx\tlabel\tpredict\tradius\tcorrect\ttime\tpA_lower\tcount\tsamples\n"
+        "0\t3\t3\t0.378\t1\t0:00:15.400000\t0.93\t93000\t100000\n"
+        "20\t7\t-1\t0.0\t0\t1 day, 1:02:03.5\t0.41\t41000\t100000\n\n",
+    )
+    results = read_results(path)
+    np.testing.assert_array_equal(results.time, [15.4, 86400 + 3723.5])
+    assert results.extra == {"pA_lower": ("0.93", "0.41"), "count": ("93000", "41000"),
+                             "samples": ("100000", "100000")}
+    np.testing.assert_array_equal(results.predict, [3, -1])
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("15.4", 15.4), ("0:00:15.400000", 15.4), ("2:03:04", 7384.0), ("1 day, 0:00:01", 86401.0)],
+)
+def test_parse_seconds(text, seconds):
+    assert parse_seconds(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["0:0:15", "15 s", "-1", "nan", "inf"])
+def test_parse_seconds_refuses_other_text(text):
+    with pytest.raises(ValueError):
+        parse_seconds(text)
+
+
+ROW = "0\t3\t3\t0.378\t1\t15.4\n"
+BAD_FILES = {
+    "empty": ("", "empty"),
+    "blank lines only": ("\n\n", "empty"),
+    "header only": (HEADER, "no rows"),
+    "comma-separated": (HEADER.replace("\t", ",") + ROW.replace("\t", ","), "not tab-separated"),
+    "space-separated": (HEADER.replace("\t", " ") + ROW.replace("\t", " "), "not tab-separated"),
+    "missing column": (HEADER.replace("\tradius", "") + "0\t3\t3\t1\t15.4\n", "lacks.*radius"),
+    "short row": (HEADER + "0\t3\t3\t0.378\t1\n", "line 2 has 5 tab-separated fields"),
+    "unparsable radius": (HEADER + ROW.replace("0.378", "abc"), "line 2, column radius.*'abc'"),
+    "unparsable time": (HEADER + ROW.replace("15.4", "soon"), "line 2, column time"),
+    "float label": (HEADER + "0\t3.0\t3\t0.378\t1\t15.4\n", "line 2, column label"),
+    "correct contradicts predict": (HEADER + "0\t3\t4\t0.378\t1\t15.4\n", "predict == label"),
+    "correct not 0/1": (HEADER + "0\t3\t3\t0.378\t2\t15.4\n", "correct must be 0 or 1"),
+    "negative radius": (HEADER + "0\t3\t3\t-0.1\t1\t15.4\n", "radius must be finite and >= 0"),
+    "nan radius": (HEADER + "0\t3\t3\tnan\t1\t15.4\n", "radius must be finite and >= 0"),
+    "abstention with radius": (HEADER + "0\t3\t-1\t0.2\t0\t15.4\n", "abstention must have radius"),
+    "repeated idx": (HEADER + ROW + ROW, "idx 0 repeats"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_give_one_clear_error_naming_the_file(tmp_path, case):
+    text, problem = BAD_FILES[case]
+    path = write(tmp_path, text, name="bad_sigma0.25.tsv")
+    with pytest.raises(ValueError, match=problem) as error:
+        read_results(path)
+    message = str(error.value)
+    assert message.startswith(f"results file {path}: ") and "\n" not in message
+
+
+def test_missing_file_gives_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="results file .*absent.tsv: No such file"):
+        read_results(tmp_path / "absent.tsv")
+
+
+def test_results_columns_must_have_equal_lengths():
+    with pytest.raises(ValueError, match="equal lengths"):
+        CertifiedResults(idx=[0, 1], label=[1], predict=[1], radius=[0.1], correct=[1], time=[1.0])
