@@ -1,0 +1,228 @@
+"""Checkpoints: one file format for classifiers and pre-training runs, and the shipped models.
+
+A checkpoint is a ``torch.save``-d dict of plain types and tensors only::
+
+    {"format": "encoders-checkpoint", "format_version": 1, "kind": "classifier" | "simclr",
+     "metadata": {"architecture", "dataset", "sigma", "num_classes", "input_shape", "recipe",
+                  "versions", ...},
+     "state_dict": {...}, "training_state": {...} (optional: optimizer, epoch, RNG, to resume)}
+
+It is written atomically (a temporary file in the same folder, then ``os.replace``) and read with
+``torch.load(weights_only=True)``, which refuses to build arbitrary Python objects, so loading a
+planted file cannot run code. Every problem raises :class:`CheckpointError` (a ValueError).
+
+Example:
+    >>> model = load_classifier("digits-sigma0.25")
+    >>> read_metadata("digits-sigma0.25")["sigma"]
+    0.25
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import platform
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from encoders.backbones import Classifier, build_classifier
+
+FORMAT = "encoders-checkpoint"
+FORMAT_VERSION = 1
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+REQUIRED_METADATA = {"architecture": str, "dataset": str, "sigma": float, "num_classes": int,
+                     "input_shape": list, "recipe": dict, "versions": dict}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, damaged, of another format, or holds arbitrary pickled objects."""
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every checkpoint's metadata."""
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version(), "format_version": str(FORMAT_VERSION)}
+
+
+def save_checkpoint(path: str | os.PathLike, kind: str, metadata: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor],
+                    training_state: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically: a reader sees the old file or the new one, never a torn one.
+
+    Args:
+        path: destination file; its folder is created if needed.
+        kind: ``"classifier"`` (loadable by :func:`load_classifier`) or ``"simclr"`` (pre-training).
+        metadata: must hold the keys of :data:`REQUIRED_METADATA` with those types.
+        state_dict: the model's tensors (moved to the CPU before saving).
+        training_state: optional resumable state (plain types and tensors only).
+
+    Raises:
+        ValueError: if kind or the metadata is invalid.
+    """
+    if kind not in ("classifier", "simclr"):
+        raise ValueError(f"kind must be 'classifier' or 'simclr', got {kind!r}")
+    _check_metadata(metadata, ValueError)
+    payload: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "metadata": metadata,
+        "state_dict": {key: value.detach().cpu() for key, value in state_dict.items()},
+    }
+    if training_state is not None:
+        payload["training_state"] = training_state
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _check_metadata(metadata: Any, error: type[ValueError]) -> None:
+    if not isinstance(metadata, dict):
+        raise error("checkpoint metadata must be a dict")
+    for key, expected in REQUIRED_METADATA.items():
+        value = metadata.get(key)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise error(f"checkpoint metadata {key!r} must be a {expected.__name__}, got {value!r}")
+    if not (math.isfinite(metadata["sigma"]) and metadata["sigma"] >= 0):
+        raise error(f"checkpoint metadata 'sigma' must be finite and >= 0, got {metadata['sigma']!r}")
+
+
+def resolve(source: str | os.PathLike) -> Path:
+    """The file for a checkpoint path or a shipped name (see :func:`list_pretrained`).
+
+    Raises:
+        CheckpointError: if it names neither an existing file nor a shipped model.
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    shipped = PRETRAINED_DIR / f"{source}.pt"
+    if isinstance(source, str) and os.sep not in source and shipped.is_file():
+        return shipped
+    raise CheckpointError(f"no checkpoint file {str(source)!r} and no shipped model of that name "
+                          f"(shipped: {', '.join(list_pretrained()) or 'none'})")
+
+
+def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") -> dict[str, Any]:
+    """Read and validate a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Args:
+        source: checkpoint path or shipped name.
+        kind: the kind it must be, or None for any.
+
+    Returns:
+        The checkpoint dict (see the module docstring).
+
+    Raises:
+        CheckpointError: if it is missing, damaged, of another format or kind, or holds
+            arbitrary pickled objects (refused, never executed).
+    """
+    path = resolve(source)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"refused {path}: it holds arbitrary pickled objects, not just tensors "
+                              f"and plain data ({_first_line(error)})") from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: damaged or not a torch file "
+                              f"({_first_line(error)})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an {FORMAT} file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {payload.get('format_version')!r}; this "
+                              f"version of encoders reads {FORMAT_VERSION}")
+    if kind is not None and payload.get("kind") != kind:
+        raise CheckpointError(f"{path} is a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+    if not isinstance(payload.get("state_dict"), dict):
+        raise CheckpointError(f"{path} has no state_dict")
+    _check_metadata(payload.get("metadata"), CheckpointError)
+    return payload
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def read_metadata(source: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint (path or shipped name) of any kind.
+
+    Returns:
+        A dict with at least architecture (str), dataset (str), sigma (float, training noise),
+        num_classes (int), input_shape ([C, H, W]), recipe (dict) and versions (dict).
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    return load_checkpoint(source, kind=None)["metadata"]
+
+
+def classifier_from_state(metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Classifier:
+    """Rebuild a :class:`Classifier` from metadata and load its weights.
+
+    Raises:
+        CheckpointError: if the weights do not fit the architecture the metadata names.
+    """
+    channels = metadata["input_shape"][0]
+    try:
+        model = build_classifier(metadata["architecture"], metadata["num_classes"],
+                                 metadata["input_shape"], [0.0] * channels, [1.0] * channels)
+        model.load_state_dict(state_dict)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        raise CheckpointError(f"checkpoint weights do not fit its metadata ({_first_line(error)})") from error
+    return model
+
+
+def load_classifier(source: str | os.PathLike) -> Classifier:
+    """Load a base classifier for randomized smoothing.
+
+    Args:
+        source: checkpoint path or the name of a shipped model (:func:`list_pretrained`).
+
+    Returns:
+        The model in eval mode on the CPU, mapping (B, C, H, W) pixels in [0, 1] to (B, K)
+        logits; normalisation is its first layer.
+
+    Raises:
+        CheckpointError: if the checkpoint is missing, damaged or unsafe (see :func:`load_checkpoint`).
+
+    Example:
+        >>> model = load_classifier("digits-sigma0.25")
+        >>> model(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    payload = load_checkpoint(source, kind="classifier")
+    return classifier_from_state(payload["metadata"], payload["state_dict"]).eval()
+
+
+def list_pretrained() -> list[str]:
+    """Names of the shipped models, e.g. ``["digits-sigma0.12", "digits-sigma0.25", ...]``."""
+    return sorted(path.stem for path in PRETRAINED_DIR.glob("*.pt"))
+
+
+def pretrained_name(dataset: str, sigma: float) -> str:
+    """The shipped model for a data set and training noise level, e.g. ("digits", 0.25) -> "digits-sigma0.25".
+
+    Raises:
+        CheckpointError: (a ValueError) naming sigma and the shipped levels when none fits.
+    """
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and math.isfinite(sigma):
+        name = f"{dataset}-sigma{sigma:.2f}"
+        if math.isclose(float(f"{sigma:.2f}"), sigma, abs_tol=1e-9) and name in list_pretrained():
+            return name
+    shipped = ", ".join(name for name in list_pretrained() if name.startswith(f"{dataset}-")) or "none"
+    raise CheckpointError(f"no shipped model for dataset {dataset!r} at sigma={sigma!r} (shipped: {shipped})")
