@@ -1,0 +1,175 @@
+"""Projected gradient descent (PGD) against a base classifier, and the loop every attack shares.
+
+Madry, Makelov, Schmidt, Tsipras and Vladu, "Towards Deep Learning Models Resistant to
+Adversarial Attacks", ICLR 2018: from a random point of the eps-ball, repeatedly step along the
+steepest-ascent direction of the loss and project back onto the ball and the image box.
+
+Example:
+    >>> attack = PGD(model, PGDConfig(norm="l2", eps=0.5, steps=20))
+    >>> adversarial = attack(images, labels, generator=torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from certify.attacks.projection import ascent_direction, check_norm, project, random_start
+from certify.smoothing import check_count, check_positive, model_device
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """The threat model and the optimiser of a PGD attack.
+
+    Attributes:
+        norm: "linf" or "l2".
+        eps: radius of the threat ball in pixel units ([0, 1] images), > 0.
+        steps: gradient steps per restart, >= 1.
+        step_size: length of one step in the norm's units; None means 2.5 * eps / steps, which
+            lets a run cross the ball more than once (Madry et al. 2018).
+        restarts: independent runs; each image keeps the run whose final loss is highest.
+        random_start: start each run uniformly in the ball (True) or at the clean image.
+
+    Raises:
+        ValueError: if a field is out of range.
+    """
+
+    norm: str = "linf"
+    eps: float = 8 / 255
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        check_norm(self.norm)
+        check_positive("eps", self.eps)
+        check_count("steps", self.steps)
+        check_count("restarts", self.restarts)
+        if self.step_size is not None:
+            check_positive("step_size", self.step_size)
+
+    @property
+    def resolved_step_size(self) -> float:
+        """The step length actually used."""
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+
+def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise ValueError unless images is (B, C, H, W) finite in [0, 1] and labels is (B,) >= 0."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a batch of shape (B, C, H, W), got {shape}")
+    if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
+        raise ValueError("images must hold finite floating-point pixels in [0, 1]")
+    if float(images.min()) < 0.0 or float(images.max()) > 1.0:
+        raise ValueError("images must hold pixels in [0, 1] (normalisation is the model's job)")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.shape != images.shape[:1]
+        or labels.dtype != torch.int64
+        or bool((labels < 0).any())
+    ):
+        raise ValueError(
+            f"labels must be an int64 tensor of shape ({images.shape[0]},) with classes >= 0"
+        )
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """Raise ValueError unless the generator is None or lives on ``device``'s type."""
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator must be on the model's device ({device}), got one on {generator.device}"
+        )
+
+
+class PGD:
+    """PGD on the cross-entropy of the base classifier f.
+
+    Paper: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", 2018.
+    Distance: L-inf or L2 (``config.norm``), in pixel units of images in [0, 1].
+
+    Arguments (defaults): ``model`` the base classifier; ``config`` a :class:`PGDConfig`
+    (norm="linf", eps=8/255, steps=20, step_size=2.5*eps/steps, restarts=1, random_start=True).
+
+    Shapes: images (B, C, H, W) in [0, 1], labels (B,) int64; returns adversarial images
+    (B, C, H, W) on the images' device with ||adv - images|| <= eps and pixels in [0, 1].
+
+    Subclasses change only :meth:`loss`, the per-image objective that PGD ascends.
+
+    Example:
+        >>> attack = PGD(model, PGDConfig(norm="linf", eps=8 / 255))
+        >>> adversarial = attack(images, labels)
+        >>> robust_accuracy = (model(adversarial).argmax(1) == labels).float().mean()
+    """
+
+    def __init__(self, model: torch.nn.Module, config: PGDConfig = PGDConfig()) -> None:
+        self.model = model
+        self.config = config
+
+    def loss(
+        self, inputs: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Cross-entropy of f at each input: (B, C, H, W), (B,) -> (B,)."""
+        return F.cross_entropy(self.model(inputs), labels, reduction="none")
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Attack a batch; see the class docstring for shapes and guarantees.
+
+        Args:
+            images: clean images (B, C, H, W) with pixels in [0, 1].
+            labels: true classes (B,), int64.
+            generator: optional torch.Generator on the model's device (random starts and noise).
+
+        Returns:
+            Adversarial images (B, C, H, W) inside the eps-ball around ``images`` and the box.
+
+        Raises:
+            ValueError: if an argument is out of range.
+        """
+        check_batch(images, labels)
+        device = model_device(self.model)
+        check_generator(generator, device)
+        config = self.config
+        clean = images.to(device)
+        labels = labels.to(device)
+        best_delta = torch.zeros_like(clean)
+        best_loss = torch.full((clean.shape[0],), -math.inf, device=device)  # (B,)
+        with torch.enable_grad():
+            for _ in range(config.restarts):
+                delta = self._run(clean, labels, generator)
+                if config.restarts == 1:
+                    best_delta = delta
+                    break
+                with torch.no_grad():
+                    final_loss = self.loss(clean + delta, labels, generator)  # (B,)
+                better = final_loss > best_loss  # (B,)
+                best_delta[better] = delta[better]
+                best_loss = torch.where(better, final_loss, best_loss)
+        return (clean + best_delta).to(images.device)
+
+    def _run(
+        self, clean: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """One PGD run from a random (or zero) start; returns the final perturbation."""
+        config = self.config
+        if config.random_start:
+            delta = random_start(clean, config.eps, config.norm, generator)
+        else:
+            delta = torch.zeros_like(clean)
+        for _ in range(config.steps):
+            delta.requires_grad_(True)
+            loss = self.loss(clean + delta, labels, generator)  # (B,)
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            step = config.resolved_step_size * ascent_direction(grad, config.norm)
+            delta = project(delta.detach() + step, clean, config.eps, config.norm)
+        return delta.detach()

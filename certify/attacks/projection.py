@@ -1,0 +1,91 @@
+"""Geometry shared by the PGD attacks: norms, random starts, ascent directions, projections.
+
+All attacks live in pixel space: an image x has pixels in [0, 1] and a perturbation delta is
+feasible when ||delta||_p <= eps and x + delta stays in the image box [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMS = ("linf", "l2")
+"""The threat models: L-infinity and L2 balls."""
+
+_TINY = 1e-12  # guards the division of a zero gradient by its zero norm
+
+
+def check_norm(norm: str) -> None:
+    """Raise ValueError unless ``norm`` is one of :data:`NORMS`."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """The L-inf or L2 norm of every perturbation in a batch (B, C, H, W); returns shape (B,)."""
+    check_norm(norm)
+    flat = delta.flatten(1)  # (B, C*H*W)
+    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-image values (B,) to (B, 1, 1, 1) so they broadcast over ``like``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def project(delta: torch.Tensor, images: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project perturbations onto the eps-ball, then clip ``images + delta`` to the box [0, 1].
+
+    Clipping to the box moves every coordinate of delta towards zero (the clean pixel lies in
+    [0, 1]), so it never leaves the ball: the result satisfies both constraints. Under L-inf the
+    two clips are the exact Euclidean projection onto the intersection; under L2 the result is
+    feasible but not always the nearest feasible point, as in Madry et al.'s and SmoothAdv's PGD.
+
+    Args:
+        delta: perturbations (B, C, H, W).
+        images: clean images (B, C, H, W) with pixels in [0, 1].
+        eps: radius of the ball, > 0.
+        norm: "linf" or "l2".
+
+    Returns:
+        The projected perturbations (B, C, H, W).
+    """
+    check_norm(norm)
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        lengths = perturbation_norms(delta, "l2")  # (B,)
+        shrink = (eps / lengths.clamp_min(_TINY)).clamp(max=1.0)
+        delta = delta * _per_image(shrink, delta)
+    return (images + delta).clamp(0.0, 1.0) - images
+
+
+def random_start(
+    images: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A perturbation drawn uniformly from the eps-ball (then projected into the box).
+
+    L-inf: every pixel uniform in [-eps, eps]. L2: a uniform direction (a normalised Gaussian)
+    times eps * U ** (1 / d), d = C*H*W, which is uniform in the ball's volume.
+    """
+    check_norm(norm)
+    shape, device, dtype = images.shape, images.device, images.dtype
+    if norm == "linf":
+        delta = (2 * torch.rand(shape, generator=generator, device=device, dtype=dtype) - 1) * eps
+    else:
+        direction = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        direction = direction / _per_image(perturbation_norms(direction, "l2"), direction)
+        dims = images[0].numel()
+        radii = eps * torch.rand(shape[0], generator=generator, device=device, dtype=dtype) ** (
+            1.0 / dims
+        )  # (B,)
+        delta = direction * _per_image(radii, direction)
+    return project(delta, images, eps, norm)
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent step of unit norm: sign(grad) under L-inf, grad / ||grad||_2 under L2."""
+    check_norm(norm)
+    if norm == "linf":
+        return grad.sign()
+    lengths = perturbation_norms(grad, "l2").clamp_min(_TINY)  # (B,)
+    return grad / _per_image(lengths, grad)
