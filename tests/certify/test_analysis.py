@@ -14,6 +14,7 @@ from certify.analysis import (
     average_certified_radius,
     certified_accuracy,
     certified_accuracy_curve,
+    certified_accuracy_table,
     envelope,
     envelope_curve,
     parse_seconds,
@@ -199,3 +200,44 @@ def test_missing_file_gives_one_clear_error(tmp_path):
 def test_results_columns_must_have_equal_lengths():
     with pytest.raises(ValueError, match="equal lengths"):
         CertifiedResults(idx=[0, 1], label=[1], predict=[1], radius=[0.1], correct=[1], time=[1.0])
+
+
+# Two hand-made results for the tables: HAND_MADE and one with larger radii but fewer correct.
+OTHER = make_results([1, 2, 3, 4, 5, 6], [1, 2, 3, 0, 0, -1], [0.5, 1.0, 1.0, 0.2, 0.9, 0.0])
+
+
+def test_markdown_table_marks_the_best_entry_per_radius():
+    table = certified_accuracy_table({"σ = 0.25": HAND_MADE, "σ = 0.50": OTHER}, [0.0, 0.3, 0.75])
+    # HAND_MADE: 4/6, 3/6, 1/6, ACR 1.5/6; OTHER: 3/6, 3/6 (tie), 2/6, ACR 2.5/6, counted by hand.
+    assert table == (
+        "|  | r = 0.00 | r = 0.30 | r = 0.75 | ACR |\n"
+        "|---|---|---|---|---|\n"
+        "| σ = 0.25 | **0.667** | **0.500** | 0.167 | 0.250 |\n"
+        "| σ = 0.50 | 0.500 | **0.500** | **0.333** | **0.417** |\n"
+    )
+
+
+def test_latex_table_escapes_labels_and_marks_the_best_entry():
+    table = certified_accuracy_table({"σ = 0.25 & 50%": HAND_MADE, "b_2": OTHER}, [0.125],
+                                     style="latex", decimals=2)
+    # At r = 0.125 both have 3 of 6 correct with radius >= r: a tie, both bold.
+    assert table == (
+        "\\begin{tabular}{lrr}\n"
+        "\\hline\n"
+        " & $r = 0.125$ & ACR \\\\\n"
+        "\\hline\n"
+        "$\\sigma$ = 0.25 \\& 50\\% & \\textbf{0.50} & 0.25 \\\\\n"
+        "b\\_2 & \\textbf{0.50} & \\textbf{0.42} \\\\\n"
+        "\\hline\n"
+        "\\end{tabular}\n"
+    )
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    ({"style": "html"}, "style"), ({"decimals": -1}, "decimals"), ({"decimals": 1.5}, "decimals"),
+])
+def test_table_refuses_bad_arguments(arguments, problem):
+    with pytest.raises(ValueError, match=problem):
+        certified_accuracy_table({"a": HAND_MADE}, [0.0], **arguments)
+    with pytest.raises(ValueError, match="results_by_label"):
+        certified_accuracy_table({}, [0.0])

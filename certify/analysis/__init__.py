@@ -1,0 +1,39 @@
+"""Analysis of certification results: reading results files, certified accuracy, average certified
+radius, the envelope over noise levels, and the tables papers print.
+
+Example:
+    >>> from certify.analysis import certified_accuracy, read_results, summarize
+    >>> results = read_results("results/digits_sigma0.25.tsv")
+    >>> certified_accuracy(results, [0.0, 0.25, 0.5])
+    array([0.93, 0.81, 0.52])
+    >>> summarize(results)["abstain_rate"]
+    0.03
+"""
+
+from certify.analysis.metrics import (
+    SUMMARY_RADII,
+    average_certified_radius,
+    certified_accuracy,
+    certified_accuracy_curve,
+    envelope,
+    envelope_curve,
+    summarize,
+)
+from certify.analysis.reader import COLUMNS, CertifiedResults, parse_seconds, read_results
+from certify.analysis.tables import TABLE_STYLES, certified_accuracy_table
+
+__all__ = [
+    "COLUMNS",
+    "SUMMARY_RADII",
+    "TABLE_STYLES",
+    "CertifiedResults",
+    "average_certified_radius",
+    "certified_accuracy",
+    "certified_accuracy_curve",
+    "certified_accuracy_table",
+    "envelope",
+    "envelope_curve",
+    "parse_seconds",
+    "read_results",
+    "summarize",
+]

@@ -1,0 +1,110 @@
+"""The tables papers print: certified accuracy at chosen radii, one row per results, in Markdown or
+LaTeX, with the best entry of each column in bold (as in Cohen et al. 2019, Table 1).
+
+Example:
+    >>> print(certified_accuracy_table({"σ = 0.25": results_025, "σ = 0.50": results_050},
+    ...                                [0.0, 0.5, 1.0]))
+    |  | r = 0.00 | r = 0.50 | r = 1.00 | ACR |
+    |---|---|---|---|---|
+    | σ = 0.25 | **0.748** | **0.428** | 0.000 | **0.429** |
+    | σ = 0.50 | 0.652 | 0.410 | **0.212** | 0.401 |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from certify.analysis.metrics import average_certified_radius, certified_accuracy
+from certify.analysis.reader import CertifiedResults
+
+TABLE_STYLES = ("markdown", "latex")
+
+_LATEX_SPECIALS = {char: "\\" + char for char in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}", "σ": r"$\sigma$",
+}
+
+
+def certified_accuracy_table(
+    results_by_label: Mapping[str, CertifiedResults],
+    radii: Sequence[float],
+    *,
+    style: str = "markdown",
+    decimals: int = 3,
+) -> str:
+    """Certified accuracy at each radius, and the average certified radius (ACR), per results.
+
+    Rows follow the order of ``results_by_label``; columns are ``r = <radius>`` for each radius,
+    then ``ACR``. In every column the entries whose printed value is the largest are bold (all of
+    them on a tie), since that is the comparison a reader of the table can check.
+
+    Args:
+        results_by_label: row label (e.g. ``"σ = 0.25"``) -> results; at least one.
+        radii: L2 radii, each finite and >= 0.
+        style: ``"markdown"`` (a GitHub pipe table) or ``"latex"`` (a tabular needing no package;
+            σ in labels becomes ``$\\sigma$``).
+        decimals: digits after the decimal point, 0 to 6.
+
+    Returns:
+        The table, ending in a newline.
+
+    Raises:
+        ValueError: if results_by_label is empty, radii are invalid, or style or decimals are out
+            of range.
+    """
+    if style not in TABLE_STYLES:
+        raise ValueError(f"style must be one of {', '.join(TABLE_STYLES)}, got {style!r}")
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 6:
+        raise ValueError(f"decimals must be an integer from 0 to 6, got {decimals!r}")
+    if not results_by_label:
+        raise ValueError("results_by_label must map at least one label to results, got none")
+    columns = [
+        np.append(certified_accuracy(results, radii), average_certified_radius(results))
+        for results in results_by_label.values()
+    ]
+    printed = np.round(np.array(columns), decimals)  # (rows, len(radii) + 1)
+    best = printed == printed.max(axis=0, keepdims=True)  # (rows, len(radii) + 1)
+    headers = [f"r = {_radius_text(radius)}" for radius in radii] + ["ACR"]
+    cells = [
+        [_bold(f"{value:.{decimals}f}", is_best, style) for value, is_best in zip(row, best_row)]
+        for row, best_row in zip(printed, best)
+    ]
+    if style == "markdown":
+        return _markdown(list(results_by_label), headers, cells)
+    return _latex(list(results_by_label), headers, cells)
+
+
+def _radius_text(radius: float) -> str:
+    """Two decimals (0.00, 0.25, 0.50) unless more are needed to print the radius exactly."""
+    return f"{radius:.2f}" if round(radius, 2) == radius else f"{radius:g}"
+
+
+def _bold(text: str, is_best: bool, style: str) -> str:
+    if not is_best:
+        return text
+    return f"**{text}**" if style == "markdown" else rf"\textbf{{{text}}}"
+
+
+def _markdown(labels: list[str], headers: list[str], cells: list[list[str]]) -> str:
+    lines = ["|  | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+    for label, row in zip(labels, cells):
+        escaped = label.replace("|", r"\|")
+        lines.append(f"| {escaped} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex(labels: list[str], headers: list[str], cells: list[list[str]]) -> str:
+    lines = [
+        r"\begin{tabular}{l" + "r" * len(headers) + "}",
+        r"\hline",
+        " & " + " & ".join(f"${header}$" if header != "ACR" else header for header in headers)
+        + r" \\",
+        r"\hline",
+    ]
+    for label, row in zip(labels, cells):
+        escaped = "".join(_LATEX_SPECIALS.get(char, char) for char in label)
+        lines.append(f"{escaped} & " + " & ".join(row) + r" \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
