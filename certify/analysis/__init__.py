@@ -19,8 +19,14 @@ from certify.analysis.metrics import (
     envelope_curve,
     summarize,
 )
-from certify.analysis.reader import COLUMNS, CertifiedResults, parse_seconds, read_results
-from certify.analysis.tables import TABLE_STYLES, certified_accuracy_table
+from certify.analysis.reader import (
+    COLUMNS,
+    CertifiedResults,
+    parse_seconds,
+    read_results,
+    sigma_of,
+)
+from certify.analysis.tables import TABLE_STYLES, certified_accuracy_table, short_number
 
 __all__ = [
     "COLUMNS",
@@ -35,5 +41,7 @@ __all__ = [
     "envelope_curve",
     "parse_seconds",
     "read_results",
+    "short_number",
+    "sigma_of",
     "summarize",
 ]

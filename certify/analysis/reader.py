@@ -16,19 +16,23 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from certify.results import settings_path
 from certify.smoothing import ABSTAIN
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 """The leading columns of a results file, in the order Cohen et al.'s certify.py writes them."""
 
 _TIMEDELTA = re.compile(r"(?:(\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)")
+_SIGMA_IN_NAME = re.compile(r"sigma[_=-]?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -174,3 +178,26 @@ def _parse_value(column: str, text: str, line_number: int) -> float | int:
         return int(text)
     except ValueError:
         raise ValueError(f"line {line_number}, column {column}: cannot parse {text!r}") from None
+
+
+def sigma_of(path: str | os.PathLike) -> float | None:
+    """The noise level sigma a results file was certified at, or None if nothing records it.
+
+    The ``sigma`` of the settings file our ``certify`` writes beside its results
+    (``<file>.run.json``) comes first; otherwise the last ``sigma<s>``, ``sigma_<s>`` or
+    ``sigma-<s>`` in the file name (the last, since names such as
+    ``digits-sigma0.50_digits-test_sigma0.25_n100000.tsv`` name the model's training sigma first
+    and Cohen et al.'s ``noise_0.25/test/sigma_0.25`` the certification sigma last).
+
+    Example:
+        >>> sigma_of("cifar10_resnet110_noise0.25_sigma0.25.tsv")
+        0.25
+    """
+    try:
+        recorded = json.loads(settings_path(Path(path)).read_text(encoding="utf-8")).get("sigma")
+        if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+            return float(recorded)
+    except (OSError, ValueError, AttributeError):
+        pass
+    matches = _SIGMA_IN_NAME.findall(Path(path).name)
+    return float(matches[-1]) if matches else None

@@ -66,7 +66,7 @@ def certified_accuracy_table(
     ]
     printed = np.round(np.array(columns), decimals)  # (rows, len(radii) + 1)
     best = printed == printed.max(axis=0, keepdims=True)  # (rows, len(radii) + 1)
-    headers = [f"r = {_radius_text(radius)}" for radius in radii] + ["ACR"]
+    headers = [f"r = {short_number(radius)}" for radius in radii] + ["ACR"]
     cells = [
         [_bold(f"{value:.{decimals}f}", is_best, style) for value, is_best in zip(row, best_row)]
         for row, best_row in zip(printed, best)
@@ -76,9 +76,10 @@ def certified_accuracy_table(
     return _latex(list(results_by_label), headers, cells)
 
 
-def _radius_text(radius: float) -> str:
-    """Two decimals (0.00, 0.25, 0.50) unless more are needed to print the radius exactly."""
-    return f"{radius:.2f}" if round(radius, 2) == radius else f"{radius:g}"
+def short_number(value: float) -> str:
+    """A radius or sigma as papers print it: two decimals (0.00, 0.25, 0.50) unless more are needed
+    to print it exactly (0.125)."""
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:g}"
 
 
 def _bold(text: str, is_best: bool, style: str) -> str:

@@ -19,8 +19,10 @@ from certify.analysis import (
     envelope_curve,
     parse_seconds,
     read_results,
+    sigma_of,
     summarize,
 )
+from certify.results import settings_path
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 COHEN_NAME = "reference/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv"
@@ -241,3 +243,23 @@ def test_table_refuses_bad_arguments(arguments, problem):
         certified_accuracy_table({"a": HAND_MADE}, [0.0], **arguments)
     with pytest.raises(ValueError, match="results_by_label"):
         certified_accuracy_table({}, [0.0])
+
+
+@pytest.mark.parametrize("name, sigma", [
+    ("cifar10_resnet110_noise0.25_sigma0.25.tsv", 0.25),
+    ("sigma_0.50", 0.5),  # Cohen et al.'s layout: noise_0.50/test/sigma_0.50
+    # our certify's name: the model's training sigma first, the certification sigma last
+    ("digits-sigma0.50_digits-test_sigma0.25_n100000.tsv", 0.25),
+    ("Sigma-1.tsv", 1.0),
+    ("noise_0.25.tsv", None),
+])
+def test_sigma_from_the_file_name(tmp_path, name, sigma):
+    assert sigma_of(tmp_path / name) == sigma
+
+
+def test_sigma_from_the_settings_file_comes_first(tmp_path):
+    path = tmp_path / "run_sigma0.25.tsv"
+    settings_path(path).write_text('{"sigma": 0.12, "n": 100}', encoding="utf-8")
+    assert sigma_of(path) == 0.12
+    settings_path(path).write_text("damaged", encoding="utf-8")
+    assert sigma_of(path) == 0.25

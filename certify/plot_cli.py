@@ -1,0 +1,116 @@
+"""The ``certify-plot`` command: the certified-accuracy curve and table of results files.
+
+Each results file (Cohen et al.'s format, as written by ``certify``) becomes one curve labelled by
+its sigma, read from the settings file ``certify`` writes beside it or from a ``sigma0.25`` /
+``sigma_0.25`` in its name (``--labels`` overrides). The figure's format follows the extension of
+``--out`` (PNG, PDF or SVG); ``--radii`` prints the table of certified accuracy at those radii,
+the best entry of each column in bold, in Markdown or with ``--latex`` in LaTeX.
+
+Examples:
+    certify-plot results/*_sigma*.tsv --envelope --out docs/certified_accuracy_digits.png
+    certify-plot sigma_0.12 sigma_0.25 sigma_0.50 sigma_1.00 --radii 0 0.25 0.5 0.75 1 --latex
+    certify-plot a.tsv b.tsv --labels "SimCLR + noise" "supervised" --out curve.pdf
+    python -m certify.plot_cli ../shared/reference/cohen2019/*.tsv --radii 0 0.5 1 --out c.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from certify.analysis import (
+    CertifiedResults,
+    certified_accuracy_table,
+    read_results,
+    short_number,
+    sigma_of,
+)
+from certify.cli_support import OneLineParser, UserError, run_command
+
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0 (a radius)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a radius >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite radius >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="certify-plot", description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="+", type=Path, help="Cohen-format results files")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="figure to write: .png, .pdf or .svg")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="one legend label per results file (default: its sigma)")
+    parser.add_argument("--envelope", action="store_true",
+                        help="also draw the envelope (pointwise maximum) of the curves")
+    parser.add_argument("--radii", nargs="+", type=non_negative_float, default=None,
+                        help="print a table of certified accuracy at these L2 radii")
+    parser.add_argument("--latex", action="store_true",
+                        help="print the table in LaTeX instead of Markdown")
+    parser.add_argument("--title", default=None, help="a title for the figure")
+    parser.add_argument("--dpi", type=int, default=125,
+                        help="PNG resolution; the figure is 6.4 in wide (default 125: 800 px)")
+    return parser
+
+
+def default_label(path: Path) -> str:
+    """'σ = <sigma>' for a results file that records its sigma, else the file's name."""
+    sigma = sigma_of(path)
+    return path.name if sigma is None else f"σ = {short_number(sigma)}"
+
+
+def load_labelled(paths: list[Path], labels: list[str] | None) -> dict[str, CertifiedResults]:
+    """Read every results file under its label; labels must be as many as files, and distinct."""
+    if labels is not None and len(labels) != len(paths):
+        raise UserError(f"--labels gave {len(labels)} labels for {len(paths)} results files")
+    labels = labels or [default_label(path) for path in paths]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise UserError(f"several results files have the label {repeated[0]!r}; name each "
+                        "with --labels")
+    return {label: read_results(path) for label, path in zip(labels, paths)}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is None and args.radii is None:
+        raise UserError("nothing to do: give --out FIGURE and/or --radii R [R ...]")
+    if args.out is not None and args.out.suffix.lower() not in FIGURE_FORMATS:
+        raise UserError(f"--out must end in {', '.join(FIGURE_FORMATS)}, got {args.out.name!r}")
+    if args.latex and args.radii is None:
+        raise UserError("--latex formats the table, which needs --radii R [R ...]")
+    if args.dpi < 10:
+        raise UserError(f"--dpi must be an integer >= 10, got {args.dpi}")
+    results_by_label = load_labelled(args.results, args.labels)
+    if args.radii is not None:
+        style = "latex" if args.latex else "markdown"
+        print(certified_accuracy_table(results_by_label, args.radii, style=style), end="")
+    if args.out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from certify.plot import plot_certified_accuracy
+
+        figure = plot_certified_accuracy(results_by_label, envelope=args.envelope,
+                                         title=args.title)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(args.out, dpi=args.dpi)
+        print(f"certify-plot: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``certify-plot``; returns the exit status (2 for a user error)."""
+    args = build_parser().parse_args(argv)
+    return run_command("certify-plot", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
