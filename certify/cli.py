@@ -1,0 +1,256 @@
+"""The ``certify`` and ``certify-predict`` commands: smoothed certification of a whole data set.
+
+Each selected image gets its own noise generator seeded by (seed, idx), so an interrupted,
+resumed or sharded run writes the same rows as one uninterrupted run (all columns but ``time``).
+Rows are flushed and fsynced as they are made; rerunning the same command resumes.
+
+Examples:
+    certify --sigma 0.25 --n 100000                      # the shipped digits model, test split
+    certify --sigma 0.25 --n 100000 --skip 5 --plot      # every 5th image, then draw the curve
+    certify --model ckpt.pt --dataset cifar10 --data-root data --sigma 0.5 --n 100000 --skip 20
+    torchrun --nproc_per_node 2 -m certify --sigma 0.25 --N 100000   # two processes, one file
+    # (under torchrun spell --n as --N: torchrun takes --n for an abbreviation of its own flags)
+    certify-predict --sigma 0.25 --n 1000 --alpha 0.001  # Cohen et al.'s predict.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from certify import certify, predict
+from certify.cli_support import (
+    OneLineParser,
+    add_model_arguments,
+    load_model_and_data,
+    positive_float,
+    positive_int,
+    probability,
+    run_command,
+)
+from certify.results import (
+    COHEN_CERTIFY_COLUMNS,
+    COHEN_PREDICT_COLUMNS,
+    ResultsFile,
+    settings_path,
+)
+from certify.shards import mark_complete, merge_parts, parse_shard, part_path
+
+CERTIFY_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "pA_lower", "count", "samples")
+PREDICT_COLUMNS = COHEN_PREDICT_COLUMNS
+
+
+def build_parser(prog: str, certifying: bool) -> OneLineParser:
+    parser = OneLineParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--sigma", type=positive_float, required=True,
+                        help="noise level of the smoothed classifier")
+    parser.add_argument("--n", "--N", dest="n", type=positive_int, default=100_000,
+                        help="Monte Carlo samples per image (default 100000)")
+    if certifying:
+        parser.add_argument("--n0", "--N0", dest="n0", type=positive_int, default=100,
+                            help="selection samples per image (default 100)")
+    parser.add_argument("--alpha", type=probability, default=0.001,
+                        help="failure probability (default 0.001)")
+    parser.add_argument("--batch", type=positive_int, default=1000, help="noise samples per forward pass")
+    parser.add_argument("--skip", type=positive_int, default=1, help="take every skip-th image")
+    parser.add_argument("--max", type=positive_int, default=None,
+                        help="stop before image index max (Cohen et al.'s --max)")
+    add_model_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results file (default: results/<model>_<dataset>-<split>_sigma<s>_n<n>.tsv)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing results file made by other settings")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--shard", default=None,
+                        help="i/K: certify only shard i of K (under torchrun: RANK/WORLD_SIZE)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    if certifying:
+        parser.add_argument("--plot", action="store_true",
+                            help="also draw the certified-accuracy curve next to the results file")
+    return parser
+
+
+def selected_indices(size: int, skip: int, stop: int | None) -> list[int]:
+    """Cohen et al.'s selection: every ``skip``-th image index below ``stop`` (or the end)."""
+    return list(range(0, size if stop is None else min(size, stop), skip))
+
+
+def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded by (seed, idx) alone, so each image's noise is fixed."""
+    state = np.random.SeedSequence([seed, idx]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(
+        (int(state[0]) << 31) ^ int(state[1]))
+
+
+def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:
+    stem = Path(model).stem if os.sep in model or model.endswith(".pt") else model
+    suffix = "" if kind == "certify" else f"_{kind}"
+    return Path("results") / f"{stem}_{dataset}-{split}_sigma{sigma:.2f}_n{n}{suffix}.tsv"
+
+
+def shard_of(args: argparse.Namespace) -> tuple[int, int]:
+    """(shard, number of shards) from --shard, else from torchrun's RANK and WORLD_SIZE."""
+    if args.shard is not None:
+        return parse_shard(args.shard)
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def certify_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, label: int,
+                idx: int, generator: torch.Generator) -> list[Any]:
+    start = time.perf_counter()
+    cert = certify(model, x, args.sigma, args.n0, args.n, args.alpha, args.batch, generator)
+    elapsed = time.perf_counter() - start
+    return [idx, label, cert.label, f"{cert.radius:.6f}", int(cert.label == label),
+            f"{elapsed:.4f}", f"{cert.pA_lower:.8f}", cert.count, cert.samples]
+
+
+def predict_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, label: int,
+                idx: int, generator: torch.Generator) -> list[Any]:
+    start = time.perf_counter()
+    prediction = predict(model, x, args.sigma, args.n, args.alpha, args.batch, generator)
+    elapsed = time.perf_counter() - start
+    return [idx, label, prediction, int(prediction == label), f"{elapsed:.4f}"]
+
+
+def run(args: argparse.Namespace, kind: str) -> int:
+    """Certify (or predict) every selected image, appending one row per image."""
+    model, dataset, metadata, model_name, dataset_name = load_model_and_data(args, args.sigma)
+    trained_sigma = metadata.get("sigma")
+    if trained_sigma is not None and abs(float(trained_sigma) - args.sigma) > 1e-9:
+        print(f"{kind}: warning: the model was trained at sigma {trained_sigma}, "
+              f"certifying at sigma {args.sigma}", file=sys.stderr)
+    out = args.out or default_out(model_name, dataset_name, args.split, args.sigma, args.n, kind)
+    shard, num_shards = shard_of(args)
+    device = next(model.parameters()).device
+    settings = {
+        "command": kind, "model": model_name, "dataset": dataset_name, "split": args.split,
+        "sigma": args.sigma, "n": args.n, "n0": getattr(args, "n0", None), "alpha": args.alpha,
+        "batch": args.batch, "skip": args.skip, "max": args.max, "seed": args.seed,
+        "device": device.type,
+    }
+    path = out
+    if num_shards > 1:
+        settings["shard"] = [shard, num_shards]
+        path = part_path(out, shard, num_shards)
+    columns, make_row = (CERTIFY_COLUMNS, certify_row) if kind == "certify" else (
+        PREDICT_COLUMNS, predict_row)
+    mine = selected_indices(len(dataset), args.skip, args.max)[shard::num_shards]
+    with ResultsFile(path, columns, settings, overwrite=args.overwrite) as results:
+        todo = [idx for idx in mine if idx not in results.done]
+        correct = 0
+        with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", disable=args.quiet,
+                  desc=f"{kind} {path.name}", file=sys.stderr) as bar:
+            for idx in todo:
+                x, label = dataset[idx]
+                row = make_row(args, model, x, int(label), idx,
+                               image_generator(args.seed, idx, device))
+                results.append(row)
+                correct += row[columns.index("correct")]
+                bar.set_postfix(correct=correct, refresh=False)
+                bar.update()
+    if num_shards > 1:
+        mark_complete(path, len(mine))
+        if not wait_for_shards(shard, num_shards):
+            print(f"{kind}: shard {shard}/{num_shards} done; join the parts with "
+                  f"`certify-merge {out} --shards {num_shards}` once all are done", file=sys.stderr)
+            return 0
+        merge_parts(out, num_shards)
+    if shard == 0:
+        report(out, kind, getattr(args, "plot", False))
+    return 0
+
+
+def wait_for_shards(shard: int, num_shards: int) -> bool:
+    """Under torchrun, wait for every process and tell whether this one should join the parts."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    dist.barrier()
+    dist.destroy_process_group()
+    return shard == 0
+
+
+def report(out: Path, kind: str, plot: bool) -> None:
+    """Print the summary table of a finished results file (and draw its curve with --plot)."""
+    if kind == "predict":
+        with open(out, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        total = max(len(rows), 1)
+        print(f"predict: {len(rows)} images -> {out}\n"
+              f"  accuracy of the smoothed classifier  {sum(int(r['correct']) for r in rows) / total:.3f}\n"
+              f"  abstain rate                         "
+              f"{sum(r['predict'] == '-1' for r in rows) / total:.3f}")
+        return
+    from certify.analysis import read_results, summarize
+
+    results = read_results(out)
+    summary = summarize(results)
+    radii = summary["certified_accuracy"]
+    print("\n".join([
+        f"certify: {summary['num_images']} images -> {out}",
+        f"  clean accuracy of the smoothed classifier  {summary['accuracy']:.3f}",
+        f"  abstain rate                               {summary['abstain_rate']:.3f}",
+        "  certified accuracy at L2 radius   " + " ".join(f"{r:>6.2f}" for r in radii),
+        "                                    " + " ".join(f"{a:>6.3f}" for a in radii.values()),
+        f"  average certified radius                   {summary['average_certified_radius']:.3f}",
+        f"  time per image                             {summary['mean_time_s']:.2f} s",
+    ]))
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from certify.plot import plot_certified_accuracy
+
+        figure = plot_certified_accuracy({f"sigma = {results_sigma(out)}": results})
+        figure.savefig(out.with_suffix(".png"), dpi=150, bbox_inches="tight")
+        print(f"  curve                                      {out.with_suffix('.png')}")
+
+
+def results_sigma(out: Path) -> float:
+    """The sigma recorded beside a results file."""
+    return json.loads(settings_path(out).read_text(encoding="utf-8"))["sigma"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``certify``."""
+    args = build_parser("certify", certifying=True).parse_args(argv)
+    return run_command("certify", lambda: run(args, "certify"))
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``certify-predict`` (Cohen et al.'s predict.py)."""
+    args = build_parser("certify-predict", certifying=False).parse_args(argv)
+    return run_command("certify-predict", lambda: run(args, "predict"))
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``certify-merge``: join the parts of a sharded run into one results file."""
+    parser = OneLineParser(prog="certify-merge", description=merge_main.__doc__)
+    parser.add_argument("out", type=Path, help="the results file the shards were run with (--out)")
+    parser.add_argument("--shards", type=positive_int, required=True, help="K, the number of shards")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        rows = merge_parts(args.out, args.shards)
+        print(f"certify-merge: {rows} rows -> {args.out}")
+        return 0
+
+    return run_command("certify-merge", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
