@@ -43,7 +43,8 @@ def non_negative_float(text: str) -> float:
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="certify-plot", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="certify-plot", description="Draw the certified-accuracy curve "
+                           "of Cohen-format results files and print their table.")
     parser.add_argument("results", nargs="+", type=Path, help="Cohen-format results files")
     parser.add_argument("--out", type=Path, default=None,
                         help="figure to write: .png, .pdf or .svg")

@@ -73,11 +73,15 @@ def certified_accuracy_curve(results: CertifiedResults) -> tuple[np.ndarray, np.
 
     Certified accuracy is constant on every interval (r_k, r_k+1] between consecutive radii of
     correct images and drops just after each, so drawing these points with matplotlib's
-    ``drawstyle="steps-pre"`` draws the curve exactly; the last point is (max radius, 0) shifted
-    right by 5% of the range, where it is 0.
+    ``drawstyle="steps-pre"`` draws the curve exactly. The last point, 5% beyond the largest
+    radius, has accuracy 0.
 
     Returns:
         (radii, accuracies), float64 arrays of equal length starting at radius 0.
+
+    Example:
+        >>> radii, accuracies = certified_accuracy_curve(results)
+        >>> ax.plot(radii, accuracies, drawstyle="steps-pre")
     """
     return _step_points([results])
 

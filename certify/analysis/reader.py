@@ -35,7 +35,7 @@ _TIMEDELTA = re.compile(r"(?:(\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d*)?)")
 _SIGMA_IN_NAME = re.compile(r"sigma[_=-]?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CertifiedResults:
     """The rows of one results file as columns, one entry per certified image.
 
@@ -47,6 +47,15 @@ class CertifiedResults:
         correct: 1 if ``predict == label``, else 0.
         time: seconds spent certifying the image.
         extra: any further columns, by name, as the strings written in the file.
+
+    Raises:
+        ValueError: if the columns differ in length or are empty, or a row contradicts itself:
+            correct not equal to (predict == label), a negative, NaN or infinite radius, an
+            abstention with a non-zero radius, or an idx that repeats.
+
+    Example:
+        >>> CertifiedResults(idx=[0, 1], label=[3, 7], predict=[3, -1], radius=[0.4, 0.0],
+        ...                  correct=[1, 0], time=[1.2, 1.3])
     """
 
     idx: np.ndarray
