@@ -38,6 +38,7 @@ from certify.cli_support import (
     probability,
     run_command,
 )
+from certify.fast import FastOptions, accelerate, fastest_batch_size
 from certify.results import (
     COHEN_CERTIFY_COLUMNS,
     COHEN_PREDICT_COLUMNS,
@@ -45,6 +46,7 @@ from certify.results import (
     settings_path,
 )
 from certify.shards import mark_complete, merge_parts, parse_shard, part_path
+from certify.smoothing import model_device
 
 CERTIFY_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "pA_lower", "count", "samples")
 PREDICT_COLUMNS = COHEN_PREDICT_COLUMNS
@@ -61,20 +63,37 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
                             help="selection samples per image (default 100)")
     parser.add_argument("--alpha", type=probability, default=0.001,
                         help="failure probability (default 0.001)")
-    parser.add_argument("--batch", type=positive_int, default=1000, help="noise samples per forward pass")
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="noise samples per forward pass (default: the fastest on the device, "
+                             "measured at start; 1000 when sharded)")
     parser.add_argument("--skip", type=positive_int, default=1, help="take every skip-th image")
     parser.add_argument("--max", type=positive_int, default=None,
                         help="stop before image index max (Cohen et al.'s --max)")
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
-                        help="results file (default: results/<model>_<dataset>-<split>_sigma<s>_n<n>.tsv)")
+                        help="results file "
+                             "(default: results/<model>_<dataset>-<split>_sigma<s>_n<n>.tsv)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing results file made by other settings")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--shard", default=None,
                         help="i/K: certify only shard i of K (under torchrun: RANK/WORLD_SIZE)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    speed = parser.add_argument_group("speed (opt-in; see benchmarks/fast_inference.py)")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    speed.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
     if certifying:
+        sequential = parser.add_argument_group(
+            "sequential sampling (same guarantee, fewer samples; see certify/sequential.py)")
+        mode = sequential.add_mutually_exclusive_group()
+        mode.add_argument("--radius", type=positive_float, default=None,
+                          help="only decide whether each image is certified at this L2 radius, "
+                               "stopping as soon as that is settled (--n is the budget)")
+        mode.add_argument("--adaptive", action="store_true",
+                          help="stop once the radius can grow by at most --tolerance")
+        sequential.add_argument("--tolerance", type=positive_float, default=0.05,
+                                help="L2 tolerance of --adaptive (default 0.05)")
         parser.add_argument("--plot", action="store_true",
                             help="also draw the certified-accuracy curve next to the results file")
     return parser
@@ -108,7 +127,8 @@ def shard_of(args: argparse.Namespace) -> tuple[int, int]:
 def certify_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, label: int,
                 idx: int, generator: torch.Generator) -> list[Any]:
     start = time.perf_counter()
-    cert = certify(model, x, args.sigma, args.n0, args.n, args.alpha, args.batch, generator)
+    cert = certify(model, x, args.sigma, args.n0, args.n, args.alpha, args.batch, generator,
+                   radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance)
     elapsed = time.perf_counter() - start
     return [idx, label, cert.label, f"{cert.radius:.6f}", int(cert.label == label),
             f"{elapsed:.4f}", f"{cert.pA_lower:.8f}", cert.count, cert.samples]
@@ -125,19 +145,26 @@ def predict_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tenso
 def run(args: argparse.Namespace, kind: str) -> int:
     """Certify (or predict) every selected image, appending one row per image."""
     model, dataset, metadata, model_name, dataset_name = load_model_and_data(args, args.sigma)
+    options = FastOptions(args.channels_last, args.bf16, args.compile)
+    model = accelerate(model, options)
     trained_sigma = metadata.get("sigma")
     if trained_sigma is not None and abs(float(trained_sigma) - args.sigma) > 1e-9:
         print(f"{kind}: warning: the model was trained at sigma {trained_sigma}, "
               f"certifying at sigma {args.sigma}", file=sys.stderr)
     out = args.out or default_out(model_name, dataset_name, args.split, args.sigma, args.n, kind)
     shard, num_shards = shard_of(args)
-    device = next(model.parameters()).device
+    device = model_device(model)
+    if args.batch is None:
+        args.batch = choose_batch(args, out, num_shards, model, metadata)
     settings = {
         "command": kind, "model": model_name, "dataset": dataset_name, "split": args.split,
         "sigma": args.sigma, "n": args.n, "n0": getattr(args, "n0", None), "alpha": args.alpha,
         "batch": args.batch, "skip": args.skip, "max": args.max, "seed": args.seed,
-        "device": device.type,
+        "device": device.type, "channels_last": options.channels_last, "bf16": options.bfloat16,
+        "compile": options.compile,
     }
+    if kind == "certify" and (args.radius is not None or args.adaptive):
+        settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance)
     path = out
     if num_shards > 1:
         settings["shard"] = [shard, num_shards]
@@ -170,6 +197,17 @@ def run(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
+def choose_batch(args: argparse.Namespace, out: Path, num_shards: int, model: torch.nn.Module,
+                 metadata: dict[str, Any]) -> int:
+    """The batch size when --batch is not given: the one an existing results file was made with,
+    1000 for shards (which must agree), else the fastest on the device."""
+    if out.exists() and settings_path(out).exists() and not args.overwrite:
+        return int(json.loads(settings_path(out).read_text(encoding="utf-8"))["batch"])
+    if num_shards > 1:
+        return 1000
+    return fastest_batch_size(model, tuple(metadata["input_shape"]))
+
+
 def wait_for_shards(shard: int, num_shards: int) -> bool:
     """Under torchrun, wait for every process and tell whether this one should join the parts."""
     if "TORCHELASTIC_RUN_ID" not in os.environ:
@@ -190,10 +228,11 @@ def report(out: Path, kind: str, plot: bool) -> None:
         with open(out, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         total = max(len(rows), 1)
+        accuracy = sum(int(row["correct"]) for row in rows) / total
+        abstain_rate = sum(row["predict"] == "-1" for row in rows) / total
         print(f"predict: {len(rows)} images -> {out}\n"
-              f"  accuracy of the smoothed classifier  {sum(int(r['correct']) for r in rows) / total:.3f}\n"
-              f"  abstain rate                         "
-              f"{sum(r['predict'] == '-1' for r in rows) / total:.3f}")
+              f"  accuracy of the smoothed classifier  {accuracy:.3f}\n"
+              f"  abstain rate                         {abstain_rate:.3f}")
         return
     from certify.analysis import read_results, summarize
 
@@ -208,6 +247,8 @@ def report(out: Path, kind: str, plot: bool) -> None:
         "                                    " + " ".join(f"{a:>6.3f}" for a in radii.values()),
         f"  average certified radius                   {summary['average_certified_radius']:.3f}",
         f"  time per image                             {summary['mean_time_s']:.2f} s",
+        f"  noise samples per image (estimation)       "
+        f"{sum(map(int, results.extra['samples'])) / len(results):.0f}",
     ]))
     if plot:
         import matplotlib
@@ -241,7 +282,8 @@ def merge_main(argv: list[str] | None = None) -> int:
     """Entry point of ``certify-merge``: join the parts of a sharded run into one results file."""
     parser = OneLineParser(prog="certify-merge", description=merge_main.__doc__)
     parser.add_argument("out", type=Path, help="the results file the shards were run with (--out)")
-    parser.add_argument("--shards", type=positive_int, required=True, help="K, the number of shards")
+    parser.add_argument("--shards", type=positive_int, required=True,
+                        help="K, the number of shards")
     args = parser.parse_args(argv)
 
     def body() -> int:

@@ -217,6 +217,9 @@ def certify(
     generator: torch.Generator | None = None,
     *,
     num_classes: int | None = None,
+    radius: float | None = None,
+    adaptive: bool = False,
+    tolerance: float = 0.05,
 ) -> Certificate:
     """Certify the smoothed classifier g at x in L2 (Cohen et al. 2019, CERTIFY).
 
@@ -236,6 +239,11 @@ def certify(
         batch_size: samples per forward pass, >= 1.
         generator: optional torch.Generator on the model's device, for reproducible noise.
         num_classes: if given, the number of logits the model must return.
+        radius: if given (> 0), answer "is g certified at this radius?" with at most n samples,
+            stopping as soon as anytime-valid bounds settle it (:mod:`certify.sequential`).
+        adaptive: stop once the radius could grow by at most ``tolerance`` within the budget n
+            (:mod:`certify.sequential`); both keep the guarantee below.
+        tolerance: the adaptive rule's L2 tolerance, > 0.
 
     Returns:
         A :class:`Certificate` (label, radius, pA_lower, count, samples); label is ``ABSTAIN``
@@ -249,6 +257,11 @@ def certify(
         >>> cert.label, cert.radius
         (3, 0.61)
     """
+    if radius is not None or adaptive:
+        from certify.sequential import certify_sequential
+
+        return certify_sequential(model, x, sigma, n0, n, alpha, batch_size, generator,
+                                  radius=radius, tolerance=tolerance, num_classes=num_classes)
     check_alpha(alpha)
     check_count("n0", n0)
     check_count("n", n)
@@ -267,7 +280,8 @@ class Smooth:
 
     Example:
         >>> smoothed = Smooth(model, num_classes=10, sigma=0.25)
-        >>> prediction, radius = smoothed.certify(x, n0=100, n=100_000, alpha=0.001, batch_size=1000)
+        >>> prediction, radius = smoothed.certify(x, n0=100, n=100_000, alpha=0.001,
+        ...                                       batch_size=1000)
     """
 
     ABSTAIN = ABSTAIN

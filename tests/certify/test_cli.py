@@ -76,7 +76,8 @@ def test_results_file_has_cohen_columns_and_a_summary(checkpoint, tmp_path, caps
     for row in rows:
         label, predicted, radius = int(row["label"]), int(row["predict"]), float(row["radius"])
         assert int(row["correct"]) == int(label == predicted)
-        assert (radius > 0) == (predicted != -1) or (predicted != -1 and float(row["pA_lower"]) == 0.5)
+        assert (predicted == -1) == (float(row["pA_lower"]) < 0.5)
+        assert radius >= 0 and (predicted != -1 or radius == 0)
         assert int(row["samples"]) == 300 and 0 <= int(row["count"]) <= 300
         assert float(row["time"]) > 0
     assert len(read_results(out)) == 9
@@ -127,7 +128,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(checkpoint, tmp_path) ->
     assert rows_without_time(out) == rows_without_time(reference)
 
 
-def test_two_torchrun_processes_write_the_single_process_file(checkpoint, reference, tmp_path) -> None:
+def test_two_torchrun_processes_write_the_single_process_file(checkpoint, reference,
+                                                              tmp_path) -> None:
     out = tmp_path / "sharded.tsv"
     torchrun = Path(sys.executable).with_name("torchrun")
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -149,6 +151,17 @@ def test_manual_shards_and_certify_merge(checkpoint, reference, tmp_path, capsys
         assert main(arguments(checkpoint, out, "--shard", shard)) == 0
     assert merge_main([str(out), "--shards", "3"]) == 0
     assert rows_without_time(out) == rows_without_time(reference)
+
+
+@pytest.mark.parametrize("mode", [("--radius", "0.1"), ("--adaptive", "--tolerance", "0.2")])
+def test_sequential_modes_record_their_samples(checkpoint, tmp_path, capsys, mode) -> None:
+    out = tmp_path / "run.tsv"
+    assert main(arguments(checkpoint, out, "--max", "200", *mode)) == 0
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == 5 and all(1 <= int(row["samples"]) <= 300 for row in rows)
+    assert "noise samples per image" in capsys.readouterr().out
+    assert main(arguments(checkpoint, out, "--max", "200")) == 2  # other settings: refused
 
 
 def test_predict_writes_cohen_predict_columns(checkpoint, tmp_path) -> None:

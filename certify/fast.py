@@ -1,0 +1,104 @@
+"""Opt-in speed-ups of the base classifier's forward pass, and the fastest batch size.
+
+Randomized smoothing spends nearly all its time in the forward pass of the base classifier (see
+benchmarks/certify_overhead.py), so certification is as fast as that pass. Three standard
+options, each measured by benchmarks/fast_inference.py before use:
+
+- channels_last memory format (NHWC), which convolution kernels on CPUs and GPUs often prefer;
+- bfloat16 autocast, which halves memory traffic and uses tensor cores on GPUs;
+- torch.compile, which fuses operations (a one-off compilation cost per input shape).
+
+The certificate's guarantee does not depend on them: randomized smoothing holds for any base
+classifier f, and a faster f is just another f. Lower precision can change a few of f's votes
+and so the estimate; the benchmark reports the smoothed prediction's agreement with fp32.
+
+Example:
+    >>> fast = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
+    >>> batch = fastest_batch_size(fast, (3, 32, 32))
+    >>> certify(fast, x, 0.25, 100, 100_000, 0.001, batch)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from certify.smoothing import model_device
+
+BATCH_CANDIDATES = (100, 250, 500, 1000, 2000, 5000, 10_000)
+"""Batch sizes tried by :func:`fastest_batch_size`."""
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """Which speed-ups to apply; all off by default (plain fp32 eager)."""
+
+    channels_last: bool = False
+    bfloat16: bool = False
+    compile: bool = False
+
+
+class FastForward(torch.nn.Module):
+    """A base classifier run with :class:`FastOptions`; it returns fp32 logits (B, K)."""
+
+    def __init__(self, model: torch.nn.Module, options: FastOptions) -> None:
+        super().__init__()
+        self.options = options
+        self.model = model.to(memory_format=torch.channels_last) if options.channels_last else model
+        self._forward = torch.compile(self.model) if options.compile else self.model
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.options.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)  # (B, C, H, W) as NHWC
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16,
+                            enabled=self.options.bfloat16):
+            return self._forward(batch).float()
+
+
+def accelerate(model: torch.nn.Module, options: FastOptions) -> torch.nn.Module:
+    """The model itself when no option is set, else a :class:`FastForward` around it."""
+    if options == FastOptions():
+        return model
+    return FastForward(model, options).eval()
+
+
+def fastest_batch_size(
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    candidates: tuple[int, ...] = BATCH_CANDIDATES,
+    samples_per_try: int = 10_000,
+) -> int:
+    """The batch size in ``candidates`` with the highest forward throughput on the model's device.
+
+    Each candidate runs one warm-up batch and then about ``samples_per_try`` samples; a candidate
+    that runs out of GPU memory is skipped.
+
+    Raises:
+        ValueError: if ``candidates`` is empty or none of them fits in memory.
+    """
+    if not candidates:
+        raise ValueError("candidates must name at least one batch size")
+    device = model_device(model)
+    rates: dict[int, float] = {}
+    with torch.inference_mode():
+        for batch_size in candidates:
+            try:
+                batch = torch.rand((batch_size, *input_shape), device=device)
+                model(batch)
+                repeats = max(1, samples_per_try // batch_size)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    model(batch).argmax(1)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                rates[batch_size] = repeats * batch_size / (time.perf_counter() - start)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                break
+    if not rates:
+        raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
+    return max(rates, key=rates.__getitem__)
