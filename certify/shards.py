@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from certify.results import ResultsConflictError, write_atomically, settings_path
+from certify.results import ResultsConflictError, settings_path, write_atomically
 
 
 def part_path(out: Path, shard: int, num_shards: int) -> Path:
