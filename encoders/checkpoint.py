@@ -78,6 +78,7 @@ def save_checkpoint(path: str | os.PathLike, kind: str, metadata: dict[str, Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
             file.flush()
@@ -86,6 +87,12 @@ def save_checkpoint(path: str | os.PathLike, kind: str, metadata: dict[str, Any]
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_metadata(metadata: Any, error: type[ValueError]) -> None:

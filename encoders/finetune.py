@@ -1,0 +1,181 @@
+"""Train a base classifier with Gaussian noise augmentation (the second stage of RUSH).
+
+From a SimCLR checkpoint, train either a linear head on the frozen encoder (``--mode linear``)
+or the whole network (``--mode full``) on inputs x + N(0, sigma^2 I); without ``--encoder`` this
+is the supervised noise-trained baseline of Cohen, Rosenfeld and Kolter (2019, Section 4: "we
+trained the base classifier with Gaussian data augmentation at the noise level sigma"), from
+random weights. Noise is drawn per image per step, in pixel space, unclipped.
+
+Command lines::
+
+    python -m encoders.finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
+    python -m encoders.finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
+    python -m encoders.finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
+        --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from encoders.backbones import ARCHITECTURES, Classifier, build_classifier
+from encoders.checkpoint import classifier_from_state, load_checkpoint, save_checkpoint, versions
+from encoders.data import DATASET_NAMES, ImageDataset, load_dataset
+from encoders.pretrain import make_optimizer
+from encoders.training import (
+    Processes, channel_stats, cosine_lr, epoch_batches, epoch_generator, resolve_device,
+)
+
+MODES = ("full", "linear")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A noise-augmented training run; ``encoder`` None trains the supervised baseline from scratch."""
+
+    sigma: float
+    out: str
+    encoder: str | None = None
+    dataset: str = "digits"
+    root: str | None = None
+    architecture: str | None = None
+    mode: str = "full"
+    epochs: int = 60
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    device: str = "auto"
+
+
+def _check(config: FinetuneConfig) -> None:
+    if not (isinstance(config.sigma, (int, float)) and config.sigma >= 0):
+        raise ValueError(f"sigma must be a number >= 0, got {config.sigma!r}")
+    if config.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+    if config.mode == "linear" and config.encoder is None:
+        raise ValueError("mode 'linear' needs --encoder (a SimCLR checkpoint) to freeze")
+    if config.epochs < 1 or config.batch_size < 2 or not config.lr > 0 or config.weight_decay < 0:
+        raise ValueError("epochs must be >= 1, batch_size >= 2, lr > 0 and weight_decay >= 0")
+    if Path(config.out).exists():
+        raise ValueError(f"{config.out} exists; remove it or choose another --out (nothing is overwritten)")
+
+
+def _initial_model(config: FinetuneConfig, train: ImageDataset) -> tuple[Classifier, dict, str]:
+    """The classifier to train, the pre-training recipe (or None) and the data set name."""
+    if config.encoder is None:
+        architecture = config.architecture or ("small_cnn" if config.dataset == "digits" else "resnet18")
+        model = build_classifier(architecture, train.num_classes, train.input_shape, *channel_stats(train))
+        return model, None, architecture
+    pretrained = load_checkpoint(config.encoder, kind="simclr")
+    metadata = pretrained["metadata"]
+    if metadata["dataset"] != config.dataset:
+        raise ValueError(f"--encoder was pre-trained on {metadata['dataset']!r}, not {config.dataset!r}")
+    encoder_state = {key: value for key, value in pretrained["state_dict"].items()
+                     if key.startswith(("normalize.", "encoder."))}
+    head = build_classifier(metadata["architecture"], train.num_classes, train.input_shape,
+                            [0.0] * train.input_shape[0], [1.0] * train.input_shape[0]).head.state_dict()
+    state = {**encoder_state, **{f"head.{key}": value for key, value in head.items()}}
+    classifier_metadata = {**metadata, "num_classes": train.num_classes}
+    return classifier_from_state(classifier_metadata, state), metadata["recipe"], metadata["architecture"]
+
+
+def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
+    """Train a base classifier with Gaussian noise at ``config.sigma`` and save it.
+
+    Args:
+        config: the run.
+        progress: show a tqdm bar with the loss.
+
+    Returns:
+        The path of a "classifier" checkpoint that :func:`encoders.load_classifier` reads; its
+        metadata records sigma and the recipe (with the pre-training recipe under "pretrain").
+
+    Raises:
+        ValueError: for a bad configuration, a missing data set or checkpoint, or an existing ``out``.
+    """
+    _check(config)
+    device = resolve_device(config.device)
+    train = load_dataset(config.dataset, "train", config.root)
+    torch.manual_seed(config.seed)
+    model, pretrain_recipe, architecture = _initial_model(config, train)
+    model.to(device)
+    frozen = config.mode == "linear"
+    trained_parameters = model.head.parameters() if frozen else model.parameters()
+    if frozen:
+        model.encoder.requires_grad_(False)
+    optimizer = make_optimizer(config.optimizer, trained_parameters, config.lr, config.weight_decay)
+    one_process = Processes(0, 1, device)
+    steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, one_process))
+    bar = tqdm(total=config.epochs * steps, desc=f"noise training sigma={config.sigma}", disable=not progress)
+    for epoch in range(config.epochs):
+        generator = epoch_generator(config.seed, epoch, 0, device)
+        model.train()
+        if frozen:
+            model.encoder.eval()  # frozen batch-norm statistics too
+        for step, indices in enumerate(epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
+            pixels, labels = train.batch(indices)
+            pixels, labels = pixels.to(device), labels.to(device)
+            noise = torch.randn(pixels.shape, generator=generator, device=device)
+            loss = F.cross_entropy(model(pixels + config.sigma * noise), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+    bar.close()
+    recipe = {key: value for key, value in asdict(config).items() if key not in ("out", "root", "device", "encoder")}
+    recipe.update(stage="rush" if pretrain_recipe else "supervised", architecture=architecture,
+                  pretrain=pretrain_recipe)
+    metadata = {"architecture": architecture, "dataset": config.dataset, "sigma": float(config.sigma),
+                "num_classes": train.num_classes, "input_shape": train.input_shape, "recipe": recipe,
+                "versions": versions()}
+    save_checkpoint(config.out, "classifier", metadata, model.state_dict())
+    return Path(config.out)
+
+
+def parse_args(argv: list[str] | None) -> FinetuneConfig:
+    parser = argparse.ArgumentParser(prog="encoders-finetune", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = FinetuneConfig(sigma=0.0, out="")
+    parser.add_argument("--sigma", type=float, required=True, help="training noise level (pixels in [0, 1])")
+    parser.add_argument("--out", required=True, help="classifier checkpoint to write (never overwritten)")
+    parser.add_argument("--encoder", help="SimCLR checkpoint from encoders-pretrain; omit for the baseline")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
+    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
+    parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
+                        help="baseline backbone (default small_cnn for digits, resnet18 otherwise)")
+    parser.add_argument("--mode", choices=MODES, default=defaults.mode)
+    for name in ("epochs", "batch_size", "seed"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("lr", "weight_decay"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    return FinetuneConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``encoders-finetune``; user errors exit 2 with one line on stderr."""
+    config = parse_args(argv)
+    try:
+        path = finetune(config, progress=True)
+    except ValueError as error:
+        print(f"encoders-finetune: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""SimCLR pre-training of an encoder (the first stage of RUSH), resumable and data-parallel.
+
+Command lines::
+
+    python -m encoders.pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
+    python -m encoders.pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
+        --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
+    torchrun --nproc-per-node 2 -m encoders.pretrain --dataset digits --batch-size 128 --out runs/ddp.pt
+
+The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
+command again resumes after the last finished epoch and continues exactly as an uninterrupted run
+would. Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent
+negatives are gathered from all processes, so the loss is that of the global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from tqdm import tqdm
+
+from encoders.augment import AugmentConfig, augment
+from encoders.backbones import ARCHITECTURES, Normalize, build_encoder
+from encoders.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, versions
+from encoders.data import DATASET_NAMES, load_dataset
+from encoders.simclr import SimCLRModel, nt_xent_loss
+from encoders.training import (
+    Processes, channel_stats, cosine_lr, epoch_batches, epoch_generator, start_processes, stop_processes,
+)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A SimCLR pre-training run. ``architecture`` None picks small_cnn for digits, else resnet18."""
+
+    dataset: str = "digits"
+    out: str = "runs/simclr.pt"
+    root: str | None = None
+    architecture: str | None = None
+    epochs: int = 100
+    batch_size: int = 256
+    temperature: float = 0.5
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    projection_dim: int = 128
+    seed: int = 0
+    device: str = "auto"
+
+    @property
+    def backbone(self) -> str:
+        return self.architecture or ("small_cnn" if self.dataset == "digits" else "resnet18")
+
+    def recipe(self, world_size: int) -> dict:
+        """What determines the weights (not where files live or which device runs it)."""
+        recipe = {key: value for key, value in asdict(self).items() if key not in ("out", "root", "device")}
+        recipe.update(stage="simclr", architecture=self.backbone, world_size=world_size,
+                      augment=asdict(AugmentConfig.for_dataset(self.dataset)))
+        return recipe
+
+
+def make_optimizer(name: str, parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, or SGD with Nesterov momentum 0.9. Raises ValueError for another name."""
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
+def _check(config: PretrainConfig) -> None:
+    if config.dataset not in DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {config.dataset!r}")
+    if config.backbone not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {config.backbone!r}")
+    for name in ("epochs", "batch_size", "projection_dim"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (NT-Xent needs negatives), got {config.batch_size}")
+    if not (config.temperature > 0 and config.lr > 0 and config.weight_decay >= 0):
+        raise ValueError("temperature and lr must be > 0 and weight_decay >= 0")
+
+
+def _contrastive_loss(model: torch.nn.Module, images: torch.Tensor, config: PretrainConfig,
+                      augment_config: AugmentConfig, generator: torch.Generator,
+                      processes: Processes) -> torch.Tensor:
+    views = torch.cat([augment(images, augment_config, generator), augment(images, augment_config, generator)])
+    z_a, z_b = model(views).chunk(2)  # (2B, D) -> two (B, D); one forward keeps DDP to one pass
+    if not processes.distributed:
+        return nt_xent_loss(z_a, z_b, config.temperature)
+    all_a = torch.cat(dist_fn.all_gather(z_a))  # (world * B, D), gradients flow back to each process
+    all_b = torch.cat(dist_fn.all_gather(z_b))
+    return nt_xent_loss(z_a, z_b, config.temperature, keys=(all_a, all_b, processes.rank * z_a.shape[0]))
+
+
+def pretrain(config: PretrainConfig, progress: bool = False) -> Path:
+    """Pre-train with SimCLR, resuming from ``config.out`` if it holds an unfinished run.
+
+    Args:
+        config: the run.
+        progress: show a tqdm bar with the loss (main process only).
+
+    Returns:
+        The checkpoint path: kind "simclr", metadata with sigma 0.0 and the recipe, the model's
+        state dict (normalize, encoder, projector) and training_state (epoch, optimizer, history).
+
+    Raises:
+        ValueError: for a bad configuration, a missing data set, or an existing checkpoint of
+            another recipe at ``config.out``.
+    """
+    _check(config)
+    processes = start_processes(config.device)
+    try:
+        return _run(config, processes, progress)
+    finally:
+        stop_processes(processes)
+
+
+def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
+    device, out = processes.device, Path(config.out)
+    train = load_dataset(config.dataset, "train", config.root)
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    model = SimCLRModel(Normalize(*channel_stats(train)), build_encoder(config.backbone, train.input_shape[0]),
+                        config.projection_dim).to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+    recipe = config.recipe(processes.world_size)
+    metadata = {"architecture": config.backbone, "dataset": config.dataset, "sigma": 0.0,
+                "num_classes": train.num_classes, "input_shape": train.input_shape, "recipe": recipe,
+                "versions": versions()}
+    start_epoch, history = 0, []
+    if out.exists():
+        payload = load_checkpoint(out, kind="simclr")
+        if payload["metadata"]["recipe"] != recipe:
+            raise CheckpointError(f"{out} holds a run of another recipe; choose another --out")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["training_state"]["optimizer"])
+        start_epoch, history = payload["training_state"]["epoch"], payload["training_state"]["history"]
+    trained = torch.nn.parallel.DistributedDataParallel(model) if processes.distributed else model
+    augment_config = AugmentConfig.for_dataset(config.dataset)
+    steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, processes))
+    bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, desc="simclr",
+               disable=not (progress and processes.is_main))
+    for epoch in range(start_epoch, config.epochs):
+        generator = epoch_generator(config.seed, epoch, processes.rank, device)
+        batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, processes)
+        model.train()
+        total = 0.0
+        for step, indices in enumerate(batches):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
+            loss = _contrastive_loss(trained, train.batch(indices)[0].to(device), config, augment_config,
+                                     generator, processes)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+        history.append(total / len(batches))
+        if processes.is_main:
+            save_checkpoint(out, "simclr", metadata, model.state_dict(),
+                            {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history})
+        if processes.distributed:
+            dist.barrier()
+    bar.close()
+    return out
+
+
+def parse_args(argv: list[str] | None) -> PretrainConfig:
+    defaults = PretrainConfig()
+    parser = argparse.ArgumentParser(prog="encoders-pretrain", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
+    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
+    parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
+                        help="backbone (default small_cnn for digits, resnet18 otherwise)")
+    parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
+    for name in ("epochs", "batch_size", "projection_dim", "seed"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("temperature", "lr", "weight_decay"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    return PretrainConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``encoders-pretrain``; user errors exit 2 with one line on stderr."""
+    config = parse_args(argv)
+    try:
+        path = pretrain(config, progress=True)
+    except ValueError as error:
+        print(f"encoders-pretrain: error: {error}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

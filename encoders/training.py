@@ -1,0 +1,109 @@
+"""What pre-training and fine-tuning share: devices, processes, batches, learning rates, statistics.
+
+Data-parallel runs start under ``torchrun``, which sets RANK, LOCAL_RANK and WORLD_SIZE; the
+backend is gloo on the CPU and nccl on CUDA. Every random draw comes from a generator seeded by
+(seed, epoch, rank), so a run resumed from an epoch's checkpoint continues exactly as if it had
+never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from encoders.data import ImageDataset
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a (possibly one-process) data-parallel run."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ValueError: if the name is unknown or CUDA is asked for but absent.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu" or (name.startswith("cuda") and torch.cuda.is_available()):
+        return torch.device(name)
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]' with CUDA available, got {name!r}")
+
+
+def start_processes(device: str) -> Processes:
+    """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    chosen = resolve_device(device)
+    if world_size > 1:
+        if chosen.type == "cuda":
+            chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(chosen)
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return Processes(rank, world_size, chosen)
+
+
+def stop_processes(processes: Processes) -> None:
+    if processes.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator for one process's epoch: a function of (seed, epoch, rank) only."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+
+
+def epoch_batches(size: int, batch_size: int, seed: int, epoch: int,
+                  processes: Processes) -> list[torch.Tensor]:
+    """This process's index batches for one epoch, dropping the incomplete last global batch.
+
+    All processes draw the same permutation (seed, epoch) and take interleaved slices of each
+    global batch of ``batch_size * world_size`` images.
+
+    Raises:
+        ValueError: if the data set holds fewer images than one global batch.
+    """
+    global_batch = batch_size * processes.world_size
+    if size < global_batch:
+        raise ValueError(f"batch_size * world_size = {global_batch} exceeds the {size} training images")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+    usable = size - size % global_batch
+    batches = order[:usable].view(-1, global_batch)  # (steps, global_batch)
+    return list(batches[:, processes.rank::processes.world_size])
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
+    """Cosine decay from base_lr to 0 over total_steps (Loshchilov and Hutter 2017, no restarts)."""
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def channel_stats(dataset: ImageDataset, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of the pixels in [0, 1], computed in chunks."""
+    total = torch.zeros(dataset.images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(dataset), chunk):
+        pixels = dataset.batch(torch.arange(start, min(start + chunk, len(dataset))))[0].double()
+        total += pixels.sum(dim=(0, 2, 3))
+        squares += pixels.square().sum(dim=(0, 2, 3))
+    count = len(dataset) * dataset.images.shape[2] * dataset.images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
+    return mean.tolist(), std.tolist()
