@@ -12,9 +12,11 @@ attacks every certified image with L2 EOT-PGD at 0.99 times its radius and count
 whose ``predict`` then names another class (violations; expected at most about 2 * alpha of the
 images attacked for a correct certifier).
 
-Each image gets its own noise generator seeded by (seed, idx), so a resumed run writes the same
-rows as an uninterrupted one (all columns but ``time``); rerunning the same command resumes, and
-a results file made by other settings is never overwritten without --overwrite.
+Images are attacked --attack-batch at a time, in groups fixed by the selection, and each group
+draws its noise from a generator seeded by (seed, its first idx), so a resumed run writes the
+same rows as an uninterrupted one (all columns but ``time``); rerunning the same command resumes
+(row by row), and a results file made by other settings is never overwritten without
+--overwrite.
 
 Examples:
     python -m certify.attack_cli --sigma 0.25 --n 10000 --skip 10           # shipped digits model
@@ -43,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
-from certify.audit import AuditConfig, audit_certificate
+from certify.audit import AuditConfig, audit_batch
 from certify.cli import default_out, image_generator, selected_indices
 from certify.cli_support import (
     OneLineParser,
@@ -132,7 +134,10 @@ def build_parser(prog: str, auditing: bool) -> OneLineParser:
     parser.add_argument("--restarts", type=positive_int, default=1,
                         help="PGD restarts (default 1)")
     parser.add_argument("--batch", type=positive_int, default=1000,
-                        help="noise samples per forward pass")
+                        help="noise samples per forward pass of predict and certify")
+    parser.add_argument("--attack-batch", type=positive_int, default=32,
+                        help="images attacked together; an EOT step runs the model on "
+                             "attack-batch * eot-samples images (default 32)")
     parser.add_argument("--skip", type=positive_int, default=1, help="take every skip-th image")
     parser.add_argument("--max", type=positive_int, default=None,
                         help="stop before image index max")
@@ -156,29 +161,51 @@ def build_attack(args: argparse.Namespace, model: torch.nn.Module, evaluation: E
     return EOTPGD(model, args.sigma, args.eot_samples, config)
 
 
-def evaluate_image(args: argparse.Namespace, model: torch.nn.Module, plan: list[Evaluation],
-                   x: torch.Tensor, label: int, idx: int,
+def chunks(indices: list[int], size: int) -> list[list[int]]:
+    """Consecutive groups of ``size`` indices: the images attacked together, fixed by the
+    selection alone so that a resumed run regroups them exactly as before."""
+    return [indices[start:start + size] for start in range(0, len(indices), size)]
+
+
+def load_images(dataset: Any, chunk: list[int],
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (B, C, H, W) and labels (B,) of a chunk, on ``device``."""
+    items = [dataset[idx] for idx in chunk]
+    images = torch.stack([image for image, _ in items]).to(device)  # (B, C, H, W)
+    labels = torch.tensor([int(label) for _, label in items], device=device)
+    return images, labels
+
+
+def evaluate_chunk(args: argparse.Namespace, model: torch.nn.Module, plan: list[Evaluation],
+                   images: torch.Tensor, labels: torch.Tensor, chunk: list[int],
                    generator: torch.Generator) -> list[list[Any]]:
-    """The rows of one image, one per evaluation of the plan, in order."""
-    device = model_device(model)
-    images = x.unsqueeze(0).to(device)  # (1, C, H, W)
-    labels = torch.tensor([label], device=device)
-    rows = []
+    """The rows of a chunk of images, image by image, one per evaluation of the plan.
+
+    A row's time is its share of the batched attack plus its own prediction.
+    """
+    rows: dict[int, list[list[Any]]] = {idx: [] for idx in chunk}
     for evaluation in plan:
         start = time.perf_counter()
         attacked = images
         if evaluation.attack != "clean":
             attacked = build_attack(args, model, evaluation)(images, labels, generator)
+        shared = (time.perf_counter() - start) / len(chunk)
         if evaluation.classifier == "base":
+            start = time.perf_counter()
             with torch.no_grad():
-                prediction = int(model(attacked).argmax(dim=1)[0])
+                predictions = model(attacked).argmax(dim=1).tolist()
+            seconds = [shared + (time.perf_counter() - start) / len(chunk)] * len(chunk)
         else:
-            prediction = predict(model, attacked[0], args.sigma, args.n, args.alpha, args.batch,
-                                 generator)
-        elapsed = time.perf_counter() - start
-        rows.append([idx, label, *evaluation.key, prediction, int(prediction == label),
-                     f"{elapsed:.4f}"])
-    return rows
+            predictions, seconds = [], []
+            for x in attacked:
+                start = time.perf_counter()
+                predictions.append(predict(model, x, args.sigma, args.n, args.alpha,
+                                           args.batch, generator))
+                seconds.append(shared + time.perf_counter() - start)
+        for idx, label, prediction, elapsed in zip(chunk, labels.tolist(), predictions, seconds):
+            rows[idx].append([idx, label, *evaluation.key, prediction, int(prediction == label),
+                              f"{elapsed:.4f}"])
+    return [row for idx in chunk for row in rows[idx]]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -207,29 +234,31 @@ def run_attack(args: argparse.Namespace) -> int:
         "command": "attack", "model": model_name, "dataset": dataset_name, "split": args.split,
         "sigma": args.sigma, "n": args.n, "alpha": args.alpha, "batch": args.batch,
         "threats": [[norm, eps] for norm, eps in threats], "steps": args.steps,
-        "eot_samples": args.eot_samples, "restarts": args.restarts, "skip": args.skip,
+        "eot_samples": args.eot_samples, "restarts": args.restarts,
+        "attack_batch": args.attack_batch, "skip": args.skip,
         "max": args.max, "seed": args.seed, "device": device.type,
     }
     out = args.out or default_out(model_name, dataset_name, args.split, args.sigma, args.n,
                                   "attack")
     indices = selected_indices(len(dataset), args.skip, args.max)
     with ResultsFile(out, ATTACK_COLUMNS, settings, overwrite=args.overwrite) as results:
-        # Resume row by row: an image whose rows were cut short is redone with the same noise
+        # Resume row by row: a chunk whose rows were cut short is redone with the same noise
         # and only its missing rows are written.
         written = {(int(row["idx"]), row["classifier"], row["attack"], row["norm"], row["eps"])
                    for row in read_rows(out)}
-        todo = [idx for idx in indices
-                if any((idx, *evaluation.key) not in written for evaluation in plan)]
-        with tqdm(total=len(indices), initial=len(indices) - len(todo), unit="img",
+        todo = [chunk for chunk in chunks(indices, args.attack_batch)
+                if any((idx, *evaluation.key) not in written
+                       for idx in chunk for evaluation in plan)]
+        with tqdm(total=len(indices), initial=len(indices) - sum(map(len, todo)), unit="img",
                   disable=args.quiet, desc=f"attack {out.name}", file=sys.stderr) as bar:
-            for idx in todo:
-                x, label = dataset[idx]
-                rows = evaluate_image(args, model, plan, x, int(label), idx,
-                                      image_generator(args.seed, idx, device))
+            for chunk in todo:
+                images, labels = load_images(dataset, chunk, device)
+                rows = evaluate_chunk(args, model, plan, images, labels, chunk,
+                                      image_generator(args.seed, chunk[0], device))
                 for row in rows:
-                    if (idx, *row[2:6]) not in written:
+                    if (row[0], *row[2:6]) not in written:
                         results.append(row)
-                bar.update()
+                bar.update(len(chunk))
     lines = [f"certify-attack: {len(indices)} images -> {out}",
              f"  {'classifier':<10} {'attack':<10} {'norm':<5} {'eps':>8} {'accuracy':>9}"]
     for evaluation, _, accuracy in accuracy_table(out, plan):
@@ -264,40 +293,53 @@ def run_audit(args: argparse.Namespace) -> int:
     given = certificates_to_audit(args, len(dataset))
     config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,
                          eot_samples=args.eot_samples, steps=args.steps, restarts=args.restarts,
-                         shrink=args.shrink, batch_size=args.batch)
+                         shrink=args.shrink, batch_size=args.batch,
+                         attack_batch=args.attack_batch)
     settings = {
         "command": "audit", "model": model_name, "dataset": dataset_name, "split": args.split,
         "sigma": args.sigma, "certificates": str(args.certificates) if given else None,
         "n0": args.n0, "n": args.n, "predict_n": args.predict_n, "alpha": args.alpha,
         "batch": args.batch, "steps": args.steps, "eot_samples": args.eot_samples,
-        "restarts": args.restarts, "shrink": args.shrink, "skip": args.skip, "max": args.max,
+        "restarts": args.restarts, "shrink": args.shrink, "attack_batch": args.attack_batch,
+        "skip": args.skip, "max": args.max,
         "seed": args.seed, "device": device.type,
     }
     out = args.out or default_out(model_name, dataset_name, args.split, args.sigma,
                                   args.n, "audit")
     indices = sorted(given) if given else selected_indices(len(dataset), args.skip, args.max)
     with ResultsFile(out, AUDIT_COLUMNS, settings, overwrite=args.overwrite) as results:
-        todo = [idx for idx in indices if idx not in results.done]
-        with tqdm(total=len(indices), initial=len(indices) - len(todo), unit="img",
+        todo = [chunk for chunk in chunks(indices, args.attack_batch)
+                if any(idx not in results.done for idx in chunk)]
+        with tqdm(total=len(indices), initial=len(indices) - sum(map(len, todo)), unit="img",
                   disable=args.quiet, desc=f"audit {out.name}", file=sys.stderr) as bar:
-            for idx in todo:
-                x, label = dataset[idx]
-                generator = image_generator(args.seed, idx, device)
+            for chunk in todo:
+                images, labels = load_images(dataset, chunk, device)
+                generator = image_generator(args.seed, chunk[0], device)
+                certified, radii, seconds = [], [], []
+                for idx, x in zip(chunk, images):
+                    start = time.perf_counter()
+                    if given:
+                        label, radius = given[idx]
+                    else:
+                        certificate = certify(model, x, args.sigma, args.n0, args.n, args.alpha,
+                                              args.batch, generator)
+                        label, radius = certificate.label, certificate.radius
+                    certified.append(label)
+                    radii.append(radius)
+                    seconds.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                if given:
-                    certified, radius = given[idx]
-                else:
-                    certificate = certify(model, x, args.sigma, args.n0, args.n, args.alpha,
-                                          args.batch, generator)
-                    certified, radius = certificate.label, certificate.radius
-                record = audit_certificate(model, x, certified, radius, config, generator)
-                elapsed = time.perf_counter() - start
-                attack_columns = (
-                    [0.0, NOT_ATTACKED, 0] if record is None
-                    else [f"{record.epsilon:.6f}", record.prediction, int(record.violation)])
-                results.append([idx, int(label), certified, f"{radius:.6f}",
-                                int(certified == label), f"{elapsed:.4f}", *attack_columns])
-                bar.update()
+                records = audit_batch(model, images, certified, radii, config, generator)
+                shared = (time.perf_counter() - start) / len(chunk)
+                for i, (idx, label, record) in enumerate(zip(chunk, labels.tolist(), records)):
+                    if idx in results.done:
+                        continue
+                    attack_columns = (
+                        [0.0, NOT_ATTACKED, 0] if record is None
+                        else [f"{record.epsilon:.6f}", record.prediction, int(record.violation)])
+                    results.append([idx, label, certified[i], f"{radii[i]:.6f}",
+                                    int(certified[i] == label), f"{seconds[i] + shared:.4f}",
+                                    *attack_columns])
+                bar.update(len(chunk))
     rows = read_rows(out)
     attacked = [row for row in rows if row["attacked"] != NOT_ATTACKED]
     violations = sum(int(row["violation"]) for row in attacked)

@@ -42,6 +42,8 @@ class AuditConfig:
         restarts: PGD restarts (1).
         shrink: the attack radius is shrink * R, "just below R" (0.99); in (0, 1].
         batch_size: noise samples per forward pass of ``predict`` (1000).
+        attack_batch: images attacked together; one EOT step runs the model on
+            attack_batch * eot_samples images (32).
 
     Raises:
         ValueError: if a field is out of range.
@@ -55,6 +57,7 @@ class AuditConfig:
     restarts: int = 1
     shrink: float = 0.99
     batch_size: int = 1000
+    attack_batch: int = 32
 
     def __post_init__(self) -> None:
         check_positive("sigma", self.sigma)
@@ -64,6 +67,7 @@ class AuditConfig:
         check_count("steps", self.steps)
         check_count("restarts", self.restarts)
         check_count("batch_size", self.batch_size)
+        check_count("attack_batch", self.attack_batch)
         if not (isinstance(self.shrink, (int, float)) and 0.0 < self.shrink <= 1.0):
             raise ValueError(f"shrink must be in (0, 1], got {self.shrink!r}")
 
@@ -86,6 +90,68 @@ class AuditRecord(NamedTuple):
     violation: bool
 
 
+def check_certificate(label: int, radius: float) -> None:
+    """Raise ValueError unless label is a class or ``ABSTAIN`` and radius is finite and >= 0."""
+    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius >= 0):
+        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+    if isinstance(label, bool) or not isinstance(label, int) or label < ABSTAIN:
+        raise ValueError(f"label must be a class >= 0 or ABSTAIN ({ABSTAIN}), got {label!r}")
+
+
+def audit_batch(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: Sequence[int],
+    radii: Sequence[float],
+    config: AuditConfig,
+    generator: torch.Generator | None = None,
+) -> list[AuditRecord | None]:
+    """Attack a batch of certificates together, each with L2 EOT-PGD at shrink * its radius.
+
+    Guarantee: for each correct certificate, its record is a violation with probability at most
+    ``config.alpha`` (the error probability of ``predict``).
+
+    Args:
+        model: base classifier mapping (B, C, H, W) pixels in [0, 1] to (B, K) logits.
+        images: the certified images (B, C, H, W), pixels in [0, 1].
+        labels: the certified class of each image, or ``ABSTAIN``.
+        radii: the certified L2 radius of each image, >= 0.
+        config: the attack and the prediction settings.
+        generator: optional torch.Generator on the model's device (attack and predict noise).
+
+    Returns:
+        One entry per image: its :class:`AuditRecord`, or None when there is nothing to attack
+        (the label is ``ABSTAIN`` or the radius is 0).
+
+    Raises:
+        ValueError: if an argument is out of range.
+    """
+    if not images.dim() == 4 or not images.shape[0] == len(labels) == len(radii):
+        raise ValueError(
+            f"images (B, C, H, W), labels and radii must have one entry per image, got shape "
+            f"{tuple(images.shape)} and lengths {len(labels)} and {len(radii)}"
+        )
+    for label, radius in zip(labels, radii):
+        check_certificate(label, radius)
+    targets = [i for i, (label, radius) in enumerate(zip(labels, radii))
+               if label != ABSTAIN and radius > 0]
+    records: list[AuditRecord | None] = [None] * len(labels)
+    if not targets:
+        return records
+    epsilons = [config.shrink * radii[i] for i in targets]
+    attack_config = PGDConfig(norm="l2", eps=max(epsilons), steps=config.steps,
+                              restarts=config.restarts)
+    attack = EOTPGD(model, config.sigma, config.eot_samples, attack_config)
+    attacked = attack(images[targets], torch.tensor([labels[i] for i in targets]), generator,
+                      eps=torch.tensor(epsilons, dtype=images.dtype))  # (T, C, H, W)
+    for i, epsilon, x in zip(targets, epsilons, attacked):
+        prediction = predict(model, x, config.sigma, config.n, config.alpha, config.batch_size,
+                             generator)
+        violation = prediction not in (labels[i], ABSTAIN)
+        records[i] = AuditRecord(labels[i], float(radii[i]), epsilon, prediction, violation)
+    return records
+
+
 def audit_certificate(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -94,41 +160,14 @@ def audit_certificate(
     config: AuditConfig,
     generator: torch.Generator | None = None,
 ) -> AuditRecord | None:
-    """Attack one certificate with L2 EOT-PGD at eps = shrink * radius and check predict.
+    """Audit one certificate: :func:`audit_batch` for the single image x (C, H, W).
 
-    Guarantee: if the certificate is correct, the record is a violation with probability at
-    most ``config.alpha`` (the error probability of ``predict``).
-
-    Args:
-        model: base classifier mapping (B, C, H, W) pixels in [0, 1] to (B, K) logits.
-        x: the certified image (C, H, W), pixels in [0, 1].
-        label: the certified class, or ``ABSTAIN``.
-        radius: the certified L2 radius, >= 0.
-        config: the attack and the prediction settings.
-        generator: optional torch.Generator on the model's device (attack and predict noise).
-
-    Returns:
-        The :class:`AuditRecord`, or None when there is nothing to attack (``label`` is
-        ``ABSTAIN`` or the radius is 0).
-
-    Raises:
-        ValueError: if an argument is out of range.
+    Example:
+        >>> cert = certify(model, x, 0.25, 100, 10_000, 0.001)
+        >>> audit_certificate(model, x, cert.label, cert.radius, AuditConfig(sigma=0.25))
+        AuditRecord(label=3, radius=0.61, epsilon=0.60, prediction=-1, violation=False)
     """
-    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius >= 0):
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
-    if isinstance(label, bool) or not isinstance(label, int) or label < ABSTAIN:
-        raise ValueError(f"label must be a class >= 0 or ABSTAIN ({ABSTAIN}), got {label!r}")
-    if label == ABSTAIN or radius == 0:
-        return None
-    epsilon = config.shrink * radius
-    attack_config = PGDConfig(norm="l2", eps=epsilon, steps=config.steps, restarts=config.restarts)
-    attack = EOTPGD(model, config.sigma, config.eot_samples, attack_config)
-    attacked = attack(x.unsqueeze(0), torch.tensor([label]), generator)[0]  # (C, H, W)
-    prediction = predict(
-        model, attacked, config.sigma, config.n, config.alpha, config.batch_size, generator
-    )
-    violation = prediction not in (label, ABSTAIN)
-    return AuditRecord(label, float(radius), epsilon, prediction, violation)
+    return audit_batch(model, x.unsqueeze(0), [label], [radius], config, generator)[0]
 
 
 def audit(
@@ -139,7 +178,8 @@ def audit(
     config: AuditConfig,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[int, AuditRecord]]:
-    """Audit a list of certificates; yields (position, record) for every certified image.
+    """Audit a list of certificates, ``config.attack_batch`` images at a time; yields
+    (position, record) for every certified image.
 
     The certificates are inputs, not recomputed, so any certifier (or a deliberately inflated
     one) can be audited. Images certified as ``ABSTAIN`` or with radius 0 are skipped.
@@ -160,7 +200,12 @@ def audit(
             f"images, labels and radii must have one entry per image, got lengths "
             f"{len(images)}, {len(labels)} and {len(radii)}"
         )
-    for position, (x, label, radius) in enumerate(zip(images, labels, radii)):
-        record = audit_certificate(model, x, int(label), float(radius), config, generator)
-        if record is not None:
-            yield position, record
+    for start in range(0, len(images), config.attack_batch):
+        chunk = slice(start, start + config.attack_batch)
+        batch = torch.stack(list(images[chunk]))  # (B, C, H, W)
+        chunk_labels = [int(label) for label in labels[chunk]]
+        chunk_radii = [float(radius) for radius in radii[chunk]]
+        records = audit_batch(model, batch, chunk_labels, chunk_radii, config, generator)
+        for offset, record in enumerate(records):
+            if record is not None:
+                yield start + offset, record

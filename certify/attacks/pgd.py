@@ -29,8 +29,9 @@ class PGDConfig:
         norm: "linf" or "l2".
         eps: radius of the threat ball in pixel units ([0, 1] images), > 0.
         steps: gradient steps per restart, >= 1.
-        step_size: length of one step in the norm's units; None means 2.5 * eps / steps, which
-            lets a run cross the ball more than once (Madry et al. 2018).
+        step_size: length of one step in the norm's units; None means 2.5 * eps / steps (for
+            each image's own eps when radii are given per image), which lets a run cross the
+            ball more than once (Madry et al. 2018).
         restarts: independent runs; each image keeps the run whose final loss is highest.
         random_start: start each run uniformly in the ball (True) or at the clean image.
 
@@ -53,10 +54,11 @@ class PGDConfig:
         if self.step_size is not None:
             check_positive("step_size", self.step_size)
 
-    @property
-    def resolved_step_size(self) -> float:
-        """The step length actually used."""
-        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+    def step_sizes(self, radii: torch.Tensor) -> torch.Tensor:
+        """The step length for each image's radius: (B,) -> (B,)."""
+        if self.step_size is not None:
+            return torch.full_like(radii, self.step_size)
+        return 2.5 * radii / self.steps
 
 
 def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -79,6 +81,18 @@ def check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
         )
 
 
+def check_radii(eps: torch.Tensor, batch: int) -> None:
+    """Raise ValueError unless eps is a finite positive floating-point tensor of shape (batch,)."""
+    if (
+        not isinstance(eps, torch.Tensor)
+        or eps.shape != (batch,)
+        or not eps.is_floating_point()
+        or not bool(torch.isfinite(eps).all())
+        or not bool((eps > 0).all())
+    ):
+        raise ValueError(f"eps must be a tensor of {batch} finite radii > 0, one per image")
+
+
 def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
     """Raise ValueError unless the generator is None or lives on ``device``'s type."""
     if generator is not None and generator.device.type != device.type:
@@ -96,8 +110,9 @@ class PGD:
     Arguments (defaults): ``model`` the base classifier; ``config`` a :class:`PGDConfig`
     (norm="linf", eps=8/255, steps=20, step_size=2.5*eps/steps, restarts=1, random_start=True).
 
-    Shapes: images (B, C, H, W) in [0, 1], labels (B,) int64; returns adversarial images
-    (B, C, H, W) on the images' device with ||adv - images|| <= eps and pixels in [0, 1].
+    Shapes: images (B, C, H, W) in [0, 1], labels (B,) int64, optional per-image radii eps (B,)
+    that replace ``config.eps``; returns adversarial images (B, C, H, W) on the images' device
+    with ||adv - images|| <= eps and pixels in [0, 1].
 
     Subclasses change only :meth:`loss`, the per-image objective that PGD ascends.
 
@@ -122,6 +137,7 @@ class PGD:
         images: torch.Tensor,
         labels: torch.Tensor,
         generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attack a batch; see the class docstring for shapes and guarantees.
 
@@ -129,6 +145,7 @@ class PGD:
             images: clean images (B, C, H, W) with pixels in [0, 1].
             labels: true classes (B,), int64.
             generator: optional torch.Generator on the model's device (random starts and noise).
+            eps: optional radius of each image's ball (B,), > 0; default ``config.eps`` for all.
 
         Returns:
             Adversarial images (B, C, H, W) inside the eps-ball around ``images`` and the box.
@@ -142,11 +159,16 @@ class PGD:
         config = self.config
         clean = images.to(device)
         labels = labels.to(device)
+        if eps is None:
+            radii = torch.full((clean.shape[0],), config.eps, device=device, dtype=clean.dtype)
+        else:
+            check_radii(eps, clean.shape[0])
+            radii = eps.to(device=device, dtype=clean.dtype)  # (B,)
         best_delta = torch.zeros_like(clean)
         best_loss = torch.full((clean.shape[0],), -math.inf, device=device)  # (B,)
         with torch.enable_grad():
             for _ in range(config.restarts):
-                delta = self._run(clean, labels, generator)
+                delta = self._run(clean, labels, radii, generator)
                 if config.restarts == 1:
                     best_delta = delta
                     break
@@ -158,18 +180,23 @@ class PGD:
         return (clean + best_delta).to(images.device)
 
     def _run(
-        self, clean: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+        self,
+        clean: torch.Tensor,
+        labels: torch.Tensor,
+        radii: torch.Tensor,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
         """One PGD run from a random (or zero) start; returns the final perturbation."""
         config = self.config
         if config.random_start:
-            delta = random_start(clean, config.eps, config.norm, generator)
+            delta = random_start(clean, radii, config.norm, generator)
         else:
             delta = torch.zeros_like(clean)
+        step_sizes = config.step_sizes(radii).view(-1, *([1] * (clean.dim() - 1)))  # (B, 1, 1, 1)
         for _ in range(config.steps):
             delta.requires_grad_(True)
             loss = self.loss(clean + delta, labels, generator)  # (B,)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
-            step = config.resolved_step_size * ascent_direction(grad, config.norm)
-            delta = project(delta.detach() + step, clean, config.eps, config.norm)
+            step = step_sizes * ascent_direction(grad, config.norm)
+            delta = project(delta.detach() + step, clean, radii, config.norm)
         return delta.detach()

@@ -32,7 +32,9 @@ def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def project(delta: torch.Tensor, images: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def project(
+    delta: torch.Tensor, images: torch.Tensor, eps: torch.Tensor, norm: str
+) -> torch.Tensor:
     """Project perturbations onto the eps-ball, then clip ``images + delta`` to the box [0, 1].
 
     Clipping to the box moves every coordinate of delta towards zero (the clean pixel lies in
@@ -43,7 +45,7 @@ def project(delta: torch.Tensor, images: torch.Tensor, eps: float, norm: str) ->
     Args:
         delta: perturbations (B, C, H, W).
         images: clean images (B, C, H, W) with pixels in [0, 1].
-        eps: radius of the ball, > 0.
+        eps: radius of each image's ball (B,), > 0.
         norm: "linf" or "l2".
 
     Returns:
@@ -51,7 +53,8 @@ def project(delta: torch.Tensor, images: torch.Tensor, eps: float, norm: str) ->
     """
     check_norm(norm)
     if norm == "linf":
-        delta = delta.clamp(-eps, eps)
+        radii = _per_image(eps, delta)  # (B, 1, 1, 1)
+        delta = torch.maximum(torch.minimum(delta, radii), -radii)
     else:
         lengths = perturbation_norms(delta, "l2")  # (B,)
         shrink = (eps / lengths.clamp_min(_TINY)).clamp(max=1.0)
@@ -60,17 +63,19 @@ def project(delta: torch.Tensor, images: torch.Tensor, eps: float, norm: str) ->
 
 
 def random_start(
-    images: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None
+    images: torch.Tensor, eps: torch.Tensor, norm: str, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """A perturbation drawn uniformly from the eps-ball (then projected into the box).
+    """Perturbations drawn uniformly from each image's eps-ball (then projected into the box).
 
     L-inf: every pixel uniform in [-eps, eps]. L2: a uniform direction (a normalised Gaussian)
-    times eps * U ** (1 / d), d = C*H*W, which is uniform in the ball's volume.
+    times eps * U ** (1 / d), d = C*H*W, which is uniform in the ball's volume. ``eps`` holds
+    one radius per image, shape (B,).
     """
     check_norm(norm)
     shape, device, dtype = images.shape, images.device, images.dtype
     if norm == "linf":
-        delta = (2 * torch.rand(shape, generator=generator, device=device, dtype=dtype) - 1) * eps
+        uniform = 2 * torch.rand(shape, generator=generator, device=device, dtype=dtype) - 1
+        delta = uniform * _per_image(eps, uniform)
     else:
         direction = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         direction = direction / _per_image(perturbation_norms(direction, "l2"), direction)

@@ -241,3 +241,26 @@ def test_runs_on_cuda_and_returns_on_the_input_device(tiny_cnn, name: str) -> No
     assert (perturbation_norms(adversarial - images, "l2") <= 0.5 * (1 + 1e-5)).all()
     with pytest.raises(ValueError, match="generator"):
         attack(images, labels, seeded(0))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_per_image_radii_match_one_attack_per_image(tiny_cnn, norm: str) -> None:
+    # Without a random start base PGD is deterministic, so a batch with one radius per image
+    # must reproduce one attack per image with that radius as config.eps.
+    images, labels = torch.rand(3, 1, 8, 8, generator=seeded(8)), torch.tensor([1, 5, 9])
+    radii = torch.tensor([0.05, 0.2, 0.6]) * (0.25 if norm == "linf" else 1.0)
+    batched = PGD(tiny_cnn, PGDConfig(norm=norm, steps=5, random_start=False))(
+        images, labels, eps=radii)
+    for i, radius in enumerate(radii.tolist()):
+        alone = PGD(tiny_cnn, PGDConfig(norm=norm, eps=radius, steps=5, random_start=False))(
+            images[i : i + 1], labels[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-6, rtol=0)
+    assert (perturbation_norms(batched - images, norm) <= radii * (1 + 1e-5)).all()
+
+
+@pytest.mark.parametrize(
+    "eps", [torch.tensor([0.1]), torch.tensor([0.1, 0.0]), torch.tensor([0.1, float("nan")]),
+            torch.tensor([1, 2]), [0.1, 0.2]])
+def test_bad_per_image_radii_are_refused(tiny_cnn, eps) -> None:
+    with pytest.raises(ValueError, match=r"\beps\b"):
+        PGD(tiny_cnn)(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), eps=eps)

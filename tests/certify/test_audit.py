@@ -44,7 +44,7 @@ def test_a_correct_certifier_shows_no_violation(centred_linear) -> None:
     # return the other class only with probability <= alpha = 0.001 per image.
     generator = seeded(0)
     images, certificates = certified_points(centred_linear, generator)
-    config = AuditConfig(sigma=SIGMA, n=2000)
+    config = AuditConfig(sigma=SIGMA, n=2000, attack_batch=4)  # two batches: 4 + 2
     records = dict(audit(centred_linear, images, [c.label for c in certificates],
                          [c.radius for c in certificates], config, generator))
     assert sorted(records) == list(range(len(images)))
@@ -66,7 +66,7 @@ def test_the_audit_catches_radii_inflated_twofold(centred_linear) -> None:
     generator = seeded(1)
     images, certificates = certified_points(centred_linear, generator)
     inflated = [2 * c.radius for c in certificates]
-    config = AuditConfig(sigma=SIGMA, n=2000)
+    config = AuditConfig(sigma=SIGMA, n=2000, attack_batch=4)  # two batches: 4 + 2
     records = [record for _, record in audit(centred_linear, images,
                                              [c.label for c in certificates], inflated,
                                              config, generator)]
@@ -87,7 +87,8 @@ def test_abstentions_and_zero_radii_are_not_attacked(tiny_cnn) -> None:
     ("changes", "name"),
     [({"sigma": 0.0}, "sigma"), ({"n": 0}, "n"), ({"alpha": 1.0}, "alpha"),
      ({"eot_samples": 0}, "eot_samples"), ({"steps": 0}, "steps"), ({"restarts": 0}, "restarts"),
-     ({"shrink": 0.0}, "shrink"), ({"shrink": 1.5}, "shrink"), ({"batch_size": 0}, "batch_size")],
+     ({"shrink": 0.0}, "shrink"), ({"shrink": 1.5}, "shrink"), ({"batch_size": 0}, "batch_size"),
+     ({"attack_batch": 0}, "attack_batch")],
 )
 def test_bad_configuration_is_refused(changes: dict, name: str) -> None:
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
