@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -68,12 +69,15 @@ def fastest_batch_size(
     model: torch.nn.Module,
     input_shape: tuple[int, ...],
     candidates: tuple[int, ...] = BATCH_CANDIDATES,
-    samples_per_try: int = 10_000,
+    samples_per_try: int = 4000,
+    rounds: int = 3,
 ) -> int:
     """The batch size in ``candidates`` with the highest forward throughput on the model's device.
 
-    Each candidate runs one warm-up batch and then about ``samples_per_try`` samples; a candidate
-    that runs out of GPU memory is skipped.
+    The candidates are timed in ``rounds`` interleaved rounds of about ``samples_per_try``
+    samples each (after one warm-up batch), and the median rate decides, so that a passing load
+    on a shared machine does not pick the size. A candidate that runs out of GPU memory is
+    dropped with all larger ones.
 
     Raises:
         ValueError: if ``candidates`` is empty or none of them fits in memory.
@@ -81,24 +85,26 @@ def fastest_batch_size(
     if not candidates:
         raise ValueError("candidates must name at least one batch size")
     device = model_device(model)
-    rates: dict[int, float] = {}
+    batches: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        for batch_size in candidates:
+        for batch_size in sorted(candidates):
             try:
-                batch = torch.rand((batch_size, *input_shape), device=device)
-                model(batch)
+                batches[batch_size] = torch.rand((batch_size, *input_shape), device=device)
+                model(batches[batch_size])
+            except torch.OutOfMemoryError:
+                batches.pop(batch_size)
+                torch.cuda.empty_cache()
+                break
+        if not batches:
+            raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
+        rates: dict[int, list[float]] = {batch_size: [] for batch_size in batches}
+        for _ in range(rounds):
+            for batch_size, batch in batches.items():
                 repeats = max(1, samples_per_try // batch_size)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 for _ in range(repeats):
                     model(batch).argmax(1)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                rates[batch_size] = repeats * batch_size / (time.perf_counter() - start)
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                break
-    if not rates:
-        raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
-    return max(rates, key=rates.__getitem__)
+                rates[batch_size].append(repeats * batch_size / (time.perf_counter() - start))
+    return max(rates, key=lambda batch_size: statistics.median(rates[batch_size]))
