@@ -48,7 +48,7 @@ def train_briefly(device: torch.device, sigma: float, steps: int) -> torch.nn.Mo
     images, labels = synthetic_cifar(8192, seed=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     model.train()
-    for step in range(steps):
+    for _ in range(steps):
         chosen = torch.randint(0, len(images), (128,))
         batch = images[chosen].to(device)
         batch = batch + sigma * torch.randn_like(batch)  # (128, 3, 32, 32)
