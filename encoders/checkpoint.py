@@ -23,6 +23,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -32,16 +33,13 @@ import torch
 import torchvision
 
 from encoders.backbones import Classifier, build_classifier
+from encoders.errors import CheckpointError, one_line
 
 FORMAT = "encoders-checkpoint"
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 REQUIRED_METADATA = {"architecture": str, "dataset": str, "sigma": float, "num_classes": int,
                      "input_shape": list, "recipe": dict, "versions": dict}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, damaged, of another format, or holds arbitrary pickled objects."""
 
 
 def versions() -> dict[str, str]:
@@ -142,11 +140,13 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"refused {path}: it holds arbitrary pickled objects, not just tensors "
-                              f"and plain data ({_first_line(error)})") from error
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        culprit = f" such as {found.group(1)}" if found else ""
+        raise CheckpointError(f"refused {path}: it holds arbitrary pickled objects{culprit}, not just "
+                              f"tensors and plain data; it was not loaded") from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: damaged or not a torch file "
-                              f"({_first_line(error)})") from error
+                              f"({one_line(error)})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} file")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -158,11 +158,6 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
         raise CheckpointError(f"{path} has no state_dict")
     _check_metadata(payload.get("metadata"), CheckpointError)
     return payload
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def read_metadata(source: str | os.PathLike) -> dict[str, Any]:
@@ -190,7 +185,7 @@ def classifier_from_state(metadata: dict[str, Any], state_dict: dict[str, torch.
                                  metadata["input_shape"], [0.0] * channels, [1.0] * channels)
         model.load_state_dict(state_dict)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        raise CheckpointError(f"checkpoint weights do not fit its metadata ({_first_line(error)})") from error
+        raise CheckpointError(f"checkpoint weights do not fit its metadata ({one_line(error)})") from error
     return model
 
 

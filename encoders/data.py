@@ -35,6 +35,8 @@ import torchvision
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from encoders.errors import DatasetError, one_line
+
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10")
 SPLITS = ("train", "test")
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
@@ -55,10 +57,6 @@ _WHERE = {
     "stl10": "the binary version ({files}) in {root}/stl10_binary: extract stl10_binary.tar.gz from "
              "https://cs.stanford.edu/~acoates/stl10/ into {root}",
 }
-
-
-class DatasetError(ValueError):
-    """A data set is missing or damaged; the message says what to put where."""
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -132,13 +130,9 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None) -
         if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < NUM_CLASSES[name]:
             raise ValueError(f"labels outside 0..{NUM_CLASSES[name] - 1}")
     except (OSError, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:
-        raise DatasetError(f"{name} {split} split is missing or damaged ({_one_line(error)}); put "
+        raise DatasetError(f"{name} {split} split is missing or damaged ({one_line(error)}); put "
                            + _WHERE[name].format(files=_expected_files(name), root=root)) from error
     return ImageDataset(images, labels, NUM_CLASSES[name])
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _expected_files(name: str) -> str:

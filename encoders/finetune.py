@@ -61,6 +61,8 @@ def _check(config: FinetuneConfig) -> None:
         raise ValueError(f"sigma must be a number >= 0, got {config.sigma!r}")
     if config.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+    if config.encoder is not None and config.architecture is not None:
+        raise ValueError("--arch applies to the baseline only; the --encoder checkpoint fixes the architecture")
     if config.mode == "linear" and config.encoder is None:
         raise ValueError("mode 'linear' needs --encoder (a SimCLR checkpoint) to freeze")
     if config.epochs < 1 or config.batch_size < 2 or not config.lr > 0 or config.weight_decay < 0:

@@ -30,6 +30,7 @@ from encoders.augment import AugmentConfig, augment
 from encoders.backbones import ARCHITECTURES, Normalize, build_encoder
 from encoders.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, versions
 from encoders.data import DATASET_NAMES, load_dataset
+from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
     Processes, channel_stats, cosine_lr, epoch_batches, epoch_generator, start_processes, stop_processes,
@@ -89,16 +90,26 @@ def _check(config: PretrainConfig) -> None:
         raise ValueError("temperature and lr must be > 0 and weight_decay >= 0")
 
 
-def _contrastive_loss(model: torch.nn.Module, images: torch.Tensor, config: PretrainConfig,
-                      augment_config: AugmentConfig, generator: torch.Generator,
-                      processes: Processes) -> torch.Tensor:
+def simclr_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                temperature: float, augment_config: AugmentConfig, generator: torch.Generator,
+                processes: Processes) -> float:
+    """One SimCLR update on a batch (B, C, H, W) of pixels: two views, NT-Xent, backward, step.
+
+    Returns:
+        The loss before the update.
+    """
     views = torch.cat([augment(images, augment_config, generator), augment(images, augment_config, generator)])
     z_a, z_b = model(views).chunk(2)  # (2B, D) -> two (B, D); one forward keeps DDP to one pass
-    if not processes.distributed:
-        return nt_xent_loss(z_a, z_b, config.temperature)
-    all_a = torch.cat(dist_fn.all_gather(z_a))  # (world * B, D), gradients flow back to each process
-    all_b = torch.cat(dist_fn.all_gather(z_b))
-    return nt_xent_loss(z_a, z_b, config.temperature, keys=(all_a, all_b, processes.rank * z_a.shape[0]))
+    if processes.distributed:
+        all_a = torch.cat(dist_fn.all_gather(z_a))  # (world * B, D); gradients flow back to each process
+        all_b = torch.cat(dist_fn.all_gather(z_b))
+        loss = nt_xent_loss(z_a, z_b, temperature, keys=(all_a, all_b, processes.rank * z_a.shape[0]))
+    else:
+        loss = nt_xent_loss(z_a, z_b, temperature)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def pretrain(config: PretrainConfig, progress: bool = False) -> Path:
@@ -140,9 +151,12 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
         payload = load_checkpoint(out, kind="simclr")
         if payload["metadata"]["recipe"] != recipe:
             raise CheckpointError(f"{out} holds a run of another recipe; choose another --out")
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["training_state"]["optimizer"])
-        start_epoch, history = payload["training_state"]["epoch"], payload["training_state"]["history"]
+        try:
+            model.load_state_dict(payload["state_dict"])
+            optimizer.load_state_dict(payload["training_state"]["optimizer"])
+            start_epoch, history = payload["training_state"]["epoch"], payload["training_state"]["history"]
+        except (KeyError, TypeError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"cannot resume from {out}: its training state is damaged ({one_line(error)})") from error
     trained = torch.nn.parallel.DistributedDataParallel(model) if processes.distributed else model
     augment_config = AugmentConfig.for_dataset(config.dataset)
     steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, processes))
@@ -156,14 +170,11 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
         for step, indices in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
-            loss = _contrastive_loss(trained, train.batch(indices)[0].to(device), config, augment_config,
-                                     generator, processes)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            loss = simclr_step(trained, optimizer, train.batch(indices)[0].to(device), config.temperature,
+                               augment_config, generator, processes)
+            total += loss
             bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
         history.append(total / len(batches))
         if processes.is_main:
             save_checkpoint(out, "simclr", metadata, model.state_dict(),
