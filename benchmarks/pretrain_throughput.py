@@ -33,14 +33,23 @@ def synthetic(count: int, shape: tuple[int, int, int]) -> ImageDataset:
     return ImageDataset(images, torch.randint(0, 10, (count,), generator=generator), num_classes=10)
 
 
-def time_steps(architecture: str, dataset: ImageDataset, augment_name: str, batch_size: int, steps: int,
-               device: torch.device, warmup: int = 2) -> tuple[float, float, int]:
+def time_steps(
+    architecture: str,
+    dataset: ImageDataset,
+    augment_name: str,
+    batch_size: int,
+    steps: int,
+    device: torch.device,
+    warmup: int = 2,
+) -> tuple[float, float, int]:
     """Wall seconds and process CPU seconds for ``steps`` SimCLR steps (after ``warmup`` untimed
     ones), and the images they saw. CPU seconds well under wall seconds x threads mean that
     other processes shared the cores."""
     torch.manual_seed(0)
     channels = dataset.images.shape[1]
-    model = SimCLRModel(Normalize([0.5] * channels, [0.25] * channels), build_encoder(architecture, channels))
+    model = SimCLRModel(
+        Normalize([0.5] * channels, [0.25] * channels), build_encoder(architecture, channels)
+    )
     model.to(device).train()
     optimizer = make_optimizer("sgd", model.parameters(), lr=0.1, weight_decay=1e-6)
     processes = Processes(0, 1, device)
@@ -54,7 +63,15 @@ def time_steps(architecture: str, dataset: ImageDataset, augment_name: str, batc
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started, cpu_started = time.perf_counter(), time.process_time()
-        simclr_step(model, optimizer, dataset.batch(indices)[0].to(device), 0.5, config, generator, processes)
+        simclr_step(
+            model,
+            optimizer,
+            dataset.batch(indices)[0].to(device),
+            0.5,
+            config,
+            generator,
+            processes,
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started, time.process_time() - cpu_started, steps * batch_size
@@ -72,19 +89,28 @@ def main() -> None:
         ("small_cnn", synthetic(2048, (1, 8, 8)), "digits", 256),
         ("resnet18", synthetic(512, (3, 32, 32)), "cifar10", 32),
     ):
-        seconds, cpu_seconds, images = time_steps(architecture, dataset, augment_name, batch_size,
-                                                  arguments.cpu_steps, cpu)
-        print(f"cpu  {architecture:9s} batch {batch_size:3d}: {images / seconds:8.1f} images/s "
-              f"({arguments.cpu_steps} steps in {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU; 2 views per image)")
+        seconds, cpu_seconds, images = time_steps(
+            architecture, dataset, augment_name, batch_size, arguments.cpu_steps, cpu
+        )
+        print(
+            f"cpu  {architecture:9s} batch {batch_size:3d}: {images / seconds:8.1f} images/s "
+            f"({arguments.cpu_steps} steps in {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU; "
+            f"2 views per image)"
+        )
     if arguments.device != "cpu":
         device = torch.device(arguments.device)
         cifar = synthetic(50_000, (3, 32, 32))
         steps = len(cifar) // arguments.gpu_batch_size
-        seconds, _, images = time_steps("resnet18", cifar, "cifar10", arguments.gpu_batch_size, steps - 2, device)
+        seconds, _, images = time_steps(
+            "resnet18", cifar, "cifar10", arguments.gpu_batch_size, steps - 2, device
+        )
         per_epoch = seconds * steps / (steps - 2)
-        print(f"{device} ({torch.cuda.get_device_name(device)}) resnet18 batch {arguments.gpu_batch_size}: "
-              f"{images / seconds:.0f} images/s, one CIFAR-10 epoch ({steps} steps, 50,000 images) "
-              f"takes {per_epoch:.1f} s")
+        print(
+            f"{device} ({torch.cuda.get_device_name(device)}) resnet18 "
+            f"batch {arguments.gpu_batch_size}: "
+            f"{images / seconds:.0f} images/s, one CIFAR-10 epoch ({steps} steps, 50,000 images) "
+            f"takes {per_epoch:.1f} s"
+        )
 
 
 if __name__ == "__main__":

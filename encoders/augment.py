@@ -30,7 +30,8 @@ class AugmentConfig:
         flip: flip horizontally with probability 1/2.
         max_rotation: largest rotation, in degrees (uniform in +-max_rotation).
         max_shift: largest translation, as a fraction of the image side.
-        jitter_strength: colour-jitter strength s (brightness, contrast, saturation 0.8 s, hue 0.2 s).
+        jitter_strength: colour-jitter strength s (brightness, contrast and saturation 0.8 s,
+            hue 0.2 s).
         jitter_probability: chance that colour jitter is applied.
         grayscale_probability: chance of converting to grey-scale (colour images only).
         noise_std: standard deviation of additive Gaussian pixel noise.
@@ -50,38 +51,73 @@ class AugmentConfig:
     def for_dataset(cls, name: str) -> AugmentConfig:
         """SimCLR's colour-image views, or mild geometric moves plus noise for grey digits."""
         if name == "digits":
-            return cls(crop_scale=(0.6, 1.0), flip=False, max_rotation=10.0, max_shift=0.1,
-                       jitter_strength=0.0, grayscale_probability=0.0, noise_std=0.1)
+            return cls(
+                crop_scale=(0.6, 1.0),
+                flip=False,
+                max_rotation=10.0,
+                max_shift=0.1,
+                jitter_strength=0.0,
+                grayscale_probability=0.0,
+                noise_std=0.1,
+            )
         if name in ("mnist", "fashion-mnist"):
-            return cls(crop_scale=(0.4, 1.0), flip=name == "fashion-mnist", max_rotation=10.0,
-                       jitter_strength=0.0, grayscale_probability=0.0, noise_std=0.1)
+            return cls(
+                crop_scale=(0.4, 1.0),
+                flip=name == "fashion-mnist",
+                max_rotation=10.0,
+                jitter_strength=0.0,
+                grayscale_probability=0.0,
+                noise_std=0.1,
+            )
         return cls()
 
 
-def _uniform(low: float, high: float, count: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(count, generator=generator, device=like.device, dtype=like.dtype) * (high - low) + low
+def _uniform(
+    low: float, high: float, count: int, like: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    return (
+        torch.rand(count, generator=generator, device=like.device, dtype=like.dtype) * (high - low)
+        + low
+    )
 
 
-def geometric(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def geometric(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
     """Random resized crop, flip, rotation and shift in one bilinear resampling per image."""
     count = images.shape[0]
     area = _uniform(*config.crop_scale, count, images, generator)
-    log_ratio = _uniform(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]), count, images, generator)
-    width = torch.sqrt(area * log_ratio.exp()).clamp(max=1.0)  # crop side as a fraction of the image
+    log_ratio = _uniform(
+        math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]), count, images, generator
+    )
+    width = torch.sqrt(area * log_ratio.exp()).clamp(
+        max=1.0
+    )  # crop side as a fraction of the image
     height = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
     centre_x = _uniform(-1, 1, count, images, generator) * (1 - width)  # in [-1, 1] grid units
     centre_y = _uniform(-1, 1, count, images, generator) * (1 - height)
-    centre_x = centre_x + _uniform(-2 * config.max_shift, 2 * config.max_shift, count, images, generator)
-    centre_y = centre_y + _uniform(-2 * config.max_shift, 2 * config.max_shift, count, images, generator)
-    angle = _uniform(-config.max_rotation, config.max_rotation, count, images, generator) * (math.pi / 180)
+    centre_x = centre_x + _uniform(
+        -2 * config.max_shift, 2 * config.max_shift, count, images, generator
+    )
+    centre_y = centre_y + _uniform(
+        -2 * config.max_shift, 2 * config.max_shift, count, images, generator
+    )
+    angle = _uniform(-config.max_rotation, config.max_rotation, count, images, generator) * (
+        math.pi / 180
+    )
     mirror = torch.ones_like(width)
     if config.flip:
-        mirror = torch.where(torch.rand(count, generator=generator, device=images.device) < 0.5, -mirror, mirror)
+        mirror = torch.where(
+            torch.rand(count, generator=generator, device=images.device) < 0.5, -mirror, mirror
+        )
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([  # output grid -> input grid, (B, 2, 3)
-        torch.stack([width * cos * mirror, -height * sin, centre_x], dim=1),
-        torch.stack([width * sin * mirror, height * cos, centre_y], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [  # output grid -> input grid, (B, 2, 3)
+            torch.stack([width * cos * mirror, -height * sin, centre_x], dim=1),
+            torch.stack([width * sin * mirror, height * cos, centre_y], dim=1),
+        ],
+        dim=1,
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -94,13 +130,22 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
 
 def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate the hue of RGB images by ``turns`` (B,) of a full circle, in YIQ space."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=images.device, dtype=images.dtype)
+    to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+        device=images.device,
+        dtype=images.dtype,
+    )
     angle = 2 * math.pi * turns
     cos, sin = torch.cos(angle), torch.sin(angle)
     one, zero = torch.ones_like(cos), torch.zeros_like(cos)
-    rotation = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
-                            torch.stack([zero, sin, cos], 1)], 1)  # (B, 3, 3)
+    rotation = torch.stack(
+        [
+            torch.stack([one, zero, zero], 1),
+            torch.stack([zero, cos, -sin], 1),
+            torch.stack([zero, sin, cos], 1),
+        ],
+        1,
+    )  # (B, 3, 3)
     matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (B, 3, 3)
     return torch.einsum("bij,bjhw->bihw", matrix, images)
 
@@ -109,24 +154,38 @@ def colour(images: torch.Tensor, config: AugmentConfig, generator: torch.Generat
     """Colour jitter (with probability jitter_probability) then grey-scale, for RGB images."""
     count, strength = images.shape[0], config.jitter_strength
     if strength > 0:
+
         def factor(amount: float) -> torch.Tensor:
-            return _uniform(1 - amount, 1 + amount, count, images, generator).clamp(min=0).view(-1, 1, 1, 1)
+            return (
+                _uniform(1 - amount, 1 + amount, count, images, generator)
+                .clamp(min=0)
+                .view(-1, 1, 1, 1)
+            )
 
         jittered = images * factor(0.8 * strength)
         mean = jittered.mean(dim=(1, 2, 3), keepdim=True)
         jittered = ((jittered - mean) * factor(0.8 * strength) + mean).clamp(0, 1)
         grey = _grey(jittered)
         jittered = ((jittered - grey) * factor(0.8 * strength) + grey).clamp(0, 1)
-        jittered = _rotate_hue(jittered, _uniform(-0.2 * strength, 0.2 * strength, count, images, generator))
-        chosen = torch.rand(count, generator=generator, device=images.device) < config.jitter_probability
+        jittered = _rotate_hue(
+            jittered, _uniform(-0.2 * strength, 0.2 * strength, count, images, generator)
+        )
+        chosen = (
+            torch.rand(count, generator=generator, device=images.device) < config.jitter_probability
+        )
         images = torch.where(chosen.view(-1, 1, 1, 1), jittered.clamp(0, 1), images)
     if config.grayscale_probability > 0:
-        chosen = torch.rand(count, generator=generator, device=images.device) < config.grayscale_probability
+        chosen = (
+            torch.rand(count, generator=generator, device=images.device)
+            < config.grayscale_probability
+        )
         images = torch.where(chosen.view(-1, 1, 1, 1), _grey(images).expand_as(images), images)
     return images
 
 
-def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def augment(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
     """One random SimCLR view of each image.
 
     Args:
@@ -141,6 +200,7 @@ def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Genera
     if images.shape[1] == 3:
         views = colour(views, config, generator)
     if config.noise_std > 0:
-        views = views + config.noise_std * torch.randn(views.shape, generator=generator, device=views.device,
-                                                       dtype=views.dtype)
+        views = views + config.noise_std * torch.randn(
+            views.shape, generator=generator, device=views.device, dtype=views.dtype
+        )
     return views.clamp(0, 1)

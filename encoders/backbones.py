@@ -32,7 +32,9 @@ class Normalize(nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std) or any(s <= 0 for s in std):
-            raise ValueError(f"mean and std must have one entry per channel and std > 0, got {mean}, {std}")
+            raise ValueError(
+                f"mean and std must have one entry per channel and std > 0, got {mean}, {std}"
+            )
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -99,10 +101,15 @@ class CifarResNet18(nn.Module):
         stages: list[nn.Module] = []
         channels = 64
         for out_channels, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages += [BasicBlock(channels, out_channels, stride), BasicBlock(out_channels, out_channels, 1)]
+            stages += [
+                BasicBlock(channels, out_channels, stride),
+                BasicBlock(out_channels, out_channels, 1),
+            ]
             channels = out_channels
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 512, h, w) -> (B, 512)
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )  # (B, 512, h, w) -> (B, 512)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.stem(x)))
@@ -169,6 +176,8 @@ def build_classifier(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if len(input_shape) != 3 or len(mean) != input_shape[0]:
-        raise ValueError(f"input_shape must be (C, H, W) with C == len(mean), got {tuple(input_shape)}")
+        raise ValueError(
+            f"input_shape must be (C, H, W) with C == len(mean), got {tuple(input_shape)}"
+        )
     encoder = build_encoder(architecture, input_shape[0])
     return Classifier(Normalize(mean, std), encoder, num_classes)

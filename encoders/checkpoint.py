@@ -38,19 +38,34 @@ from encoders.errors import CheckpointError, one_line
 FORMAT = "encoders-checkpoint"
 FORMAT_VERSION = 1
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-REQUIRED_METADATA = {"architecture": str, "dataset": str, "sigma": float, "num_classes": int,
-                     "input_shape": list, "recipe": dict, "versions": dict}
+REQUIRED_METADATA = {
+    "architecture": str,
+    "dataset": str,
+    "sigma": float,
+    "num_classes": int,
+    "input_shape": list,
+    "recipe": dict,
+    "versions": dict,
+}
 
 
 def versions() -> dict[str, str]:
     """Library versions recorded in every checkpoint's metadata."""
-    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "python": platform.python_version(), "format_version": str(FORMAT_VERSION)}
+    return {
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+        "format_version": str(FORMAT_VERSION),
+    }
 
 
-def save_checkpoint(path: str | os.PathLike, kind: str, metadata: dict[str, Any],
-                    state_dict: dict[str, torch.Tensor],
-                    training_state: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    kind: str,
+    metadata: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    training_state: dict[str, Any] | None = None,
+) -> None:
     """Write a checkpoint atomically: a reader sees the old file or the new one, never a torn one.
 
     Args:
@@ -67,7 +82,10 @@ def save_checkpoint(path: str | os.PathLike, kind: str, metadata: dict[str, Any]
         raise ValueError(f"kind must be 'classifier' or 'simclr', got {kind!r}")
     _check_metadata(metadata, ValueError)
     payload: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "metadata": metadata,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "metadata": metadata,
         "state_dict": {key: value.detach().cpu() for key, value in state_dict.items()},
     }
     if training_state is not None:
@@ -103,7 +121,9 @@ def _check_metadata(metadata: Any, error: type[ValueError]) -> None:
         if not isinstance(value, expected) or isinstance(value, bool):
             raise error(f"checkpoint metadata {key!r} must be a {expected.__name__}, got {value!r}")
     if not (math.isfinite(metadata["sigma"]) and metadata["sigma"] >= 0):
-        raise error(f"checkpoint metadata 'sigma' must be finite and >= 0, got {metadata['sigma']!r}")
+        raise error(
+            f"checkpoint metadata 'sigma' must be finite and >= 0, got {metadata['sigma']!r}"
+        )
 
 
 def resolve(source: str | os.PathLike) -> Path:
@@ -118,8 +138,10 @@ def resolve(source: str | os.PathLike) -> Path:
     shipped = PRETRAINED_DIR / f"{source}.pt"
     if isinstance(source, str) and os.sep not in source and shipped.is_file():
         return shipped
-    raise CheckpointError(f"no checkpoint file {str(source)!r} and no shipped model of that name "
-                          f"(shipped: {', '.join(list_pretrained()) or 'none'})")
+    raise CheckpointError(
+        f"no checkpoint file {str(source)!r} and no shipped model of that name "
+        f"(shipped: {', '.join(list_pretrained()) or 'none'})"
+    )
 
 
 def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") -> dict[str, Any]:
@@ -142,16 +164,21 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         culprit = f" such as {found.group(1)}" if found else ""
-        raise CheckpointError(f"refused {path}: it holds arbitrary pickled objects{culprit}, not just "
-                              f"tensors and plain data; it was not loaded") from error
+        raise CheckpointError(
+            f"refused {path}: it holds arbitrary pickled objects{culprit}, not just "
+            f"tensors and plain data; it was not loaded"
+        ) from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: damaged or not a torch file "
-                              f"({one_line(error)})") from error
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: damaged or not a torch file ({one_line(error)})"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} file")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {payload.get('format_version')!r}; this "
-                              f"version of encoders reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path} has format_version {payload.get('format_version')!r}; this "
+            f"version of encoders reads {FORMAT_VERSION}"
+        )
     if kind is not None and payload.get("kind") != kind:
         raise CheckpointError(f"{path} is a {payload.get('kind')!r} checkpoint, expected {kind!r}")
     if not isinstance(payload.get("state_dict"), dict):
@@ -173,7 +200,9 @@ def read_metadata(source: str | os.PathLike) -> dict[str, Any]:
     return load_checkpoint(source, kind=None)["metadata"]
 
 
-def classifier_from_state(metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Classifier:
+def classifier_from_state(
+    metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]
+) -> Classifier:
     """Rebuild a :class:`Classifier` from metadata and load its weights.
 
     Raises:
@@ -181,11 +210,18 @@ def classifier_from_state(metadata: dict[str, Any], state_dict: dict[str, torch.
     """
     channels = metadata["input_shape"][0]
     try:
-        model = build_classifier(metadata["architecture"], metadata["num_classes"],
-                                 metadata["input_shape"], [0.0] * channels, [1.0] * channels)
+        model = build_classifier(
+            metadata["architecture"],
+            metadata["num_classes"],
+            metadata["input_shape"],
+            [0.0] * channels,
+            [1.0] * channels,
+        )
         model.load_state_dict(state_dict)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        raise CheckpointError(f"checkpoint weights do not fit its metadata ({one_line(error)})") from error
+        raise CheckpointError(
+            f"checkpoint weights do not fit its metadata ({one_line(error)})"
+        ) from error
     return model
 
 
@@ -200,7 +236,8 @@ def load_classifier(source: str | os.PathLike) -> Classifier:
         logits; normalisation is its first layer.
 
     Raises:
-        CheckpointError: if the checkpoint is missing, damaged or unsafe (see :func:`load_checkpoint`).
+        CheckpointError: if the checkpoint is missing, damaged or unsafe (see
+            :func:`load_checkpoint`).
 
     Example:
         >>> model = load_classifier("digits-sigma0.25")
@@ -217,7 +254,9 @@ def list_pretrained() -> list[str]:
 
 
 def pretrained_name(dataset: str, sigma: float) -> str:
-    """The shipped model for a data set and training noise level, e.g. ("digits", 0.25) -> "digits-sigma0.25".
+    """The shipped model for a data set and training noise level.
+
+    Example: ``pretrained_name("digits", 0.25)`` is ``"digits-sigma0.25"``.
 
     Raises:
         CheckpointError: (a ValueError) naming sigma and the shipped levels when none fits.
@@ -226,5 +265,9 @@ def pretrained_name(dataset: str, sigma: float) -> str:
         name = f"{dataset}-sigma{sigma:.2f}"
         if math.isclose(float(f"{sigma:.2f}"), sigma, abs_tol=1e-9) and name in list_pretrained():
             return name
-    shipped = ", ".join(name for name in list_pretrained() if name.startswith(f"{dataset}-")) or "none"
-    raise CheckpointError(f"no shipped model for dataset {dataset!r} at sigma={sigma!r} (shipped: {shipped})")
+    shipped = (
+        ", ".join(name for name in list_pretrained() if name.startswith(f"{dataset}-")) or "none"
+    )
+    raise CheckpointError(
+        f"no shipped model for dataset {dataset!r} at sigma={sigma!r} (shipped: {shipped})"
+    )

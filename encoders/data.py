@@ -10,7 +10,8 @@
   ``root/fashion-mnist``; fashion-mnist is also found in /usr/share/datasets/fashion-mnist
   (Debian's ``dataset-fashion-mnist``);
 - cifar10, cifar100: the python version (``root/cifar-10-batches-py``, ``root/cifar-100-python``),
-  unpickled with a restricted unpickler that admits only NumPy arrays, so a planted file cannot run code;
+  unpickled with a restricted unpickler that admits only NumPy arrays, so a planted file cannot
+  run code;
 - stl10: the binary version (``root/stl10_binary``), read by torchvision's STL10.
 
 A missing or damaged data set raises :class:`DatasetError` (a ValueError) with one line saying
@@ -39,23 +40,36 @@ from encoders.errors import DatasetError, one_line
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10")
 SPLITS = ("train", "test")
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
+NUM_CLASSES = {
+    "digits": 10,
+    "mnist": 10,
+    "fashion-mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "stl10": 10,
+}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _WHERE = {
     "mnist": "IDX files {files} (.gz or not) in {root}/MNIST/raw or {root}/mnist, from "
-             "https://yann.lecun.com/exdb/mnist/ (or torchvision.datasets.MNIST(root, download=True))",
-    "fashion-mnist": "IDX files {files} (.gz or not) in {root}/FashionMNIST/raw, {root}/fashion-mnist or "
-                     "/usr/share/datasets/fashion-mnist (apt install dataset-fashion-mnist, or "
-                     "https://github.com/zalandoresearch/fashion-mnist)",
-    "cifar10": "the python version ({files}) in {root}/cifar-10-batches-py: extract cifar-10-python.tar.gz "
-               "from https://www.cs.toronto.edu/~kriz/cifar.html into {root}",
-    "cifar100": "the python version ({files}) in {root}/cifar-100-python: extract cifar-100-python.tar.gz "
-                "from https://www.cs.toronto.edu/~kriz/cifar.html into {root}",
-    "stl10": "the binary version ({files}) in {root}/stl10_binary: extract stl10_binary.tar.gz from "
-             "https://cs.stanford.edu/~acoates/stl10/ into {root}",
+    "https://yann.lecun.com/exdb/mnist/ (or torchvision.datasets.MNIST(root, download=True))",
+    "fashion-mnist": "IDX files {files} (.gz or not) in {root}/FashionMNIST/raw, "
+    "{root}/fashion-mnist or "
+    "/usr/share/datasets/fashion-mnist (apt install dataset-fashion-mnist, or "
+    "https://github.com/zalandoresearch/fashion-mnist)",
+    "cifar10": "the python version ({files}) in {root}/cifar-10-batches-py: "
+    "extract cifar-10-python.tar.gz "
+    "from https://www.cs.toronto.edu/~kriz/cifar.html into {root}",
+    "cifar100": "the python version ({files}) in {root}/cifar-100-python: "
+    "extract cifar-100-python.tar.gz "
+    "from https://www.cs.toronto.edu/~kriz/cifar.html into {root}",
+    "stl10": "the binary version ({files}) in {root}/stl10_binary: "
+    "extract stl10_binary.tar.gz from "
+    "https://cs.stanford.edu/~acoates/stl10/ into {root}",
 }
 
 
@@ -67,8 +81,10 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         if images.dim() != 4 or labels.shape != (images.shape[0],):
-            raise ValueError(f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)}, "
-                             f"{tuple(labels.shape)}")
+            raise ValueError(
+                f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)}, "
+                f"{tuple(labels.shape)}"
+            )
         self.images = images
         self.labels = labels.long()
         self.num_classes = num_classes
@@ -130,8 +146,10 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None) -
         if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < NUM_CLASSES[name]:
             raise ValueError(f"labels outside 0..{NUM_CLASSES[name] - 1}")
     except (OSError, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:
-        raise DatasetError(f"{name} {split} split is missing or damaged ({one_line(error)}); put "
-                           + _WHERE[name].format(files=_expected_files(name), root=root)) from error
+        raise DatasetError(
+            f"{name} {split} split is missing or damaged ({one_line(error)}); put "
+            + _WHERE[name].format(files=_expected_files(name), root=root)
+        ) from error
     return ImageDataset(images, labels, NUM_CLASSES[name])
 
 
@@ -146,7 +164,9 @@ def _expected_files(name: str) -> str:
 
 def _digits(split: str) -> ImageDataset:
     bunch = load_digits()
-    images = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
+    images = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(
+        1
+    )  # (N, 8, 8) -> (N, 1, 8, 8)
     labels = torch.tensor(bunch.target, dtype=torch.int64)
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=0.2, stratify=bunch.target, random_state=0
@@ -161,7 +181,7 @@ def _read_idx(path: Path) -> torch.Tensor:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise ValueError(f"{path} holds {body.size} bytes for shape {shape}")
@@ -185,15 +205,22 @@ def _mnist_like(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.
     images = _read_idx(_find(folders, image_file))
     labels = _read_idx(_find(folders, label_file))
     if images.dim() != 3 or labels.shape != images.shape[:1]:
-        raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
+        raise ValueError(
+            f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match"
+        )
     return images.unsqueeze(1), labels.long()  # (N, H, W) -> (N, 1, H, W)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admits the globals that pickled NumPy arrays and bytes need, and nothing else."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
@@ -225,4 +252,6 @@ class _STL10(torchvision.datasets.STL10):
 
 def _stl10(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     stl = _STL10(str(root), split=split)
-    return torch.from_numpy(stl.data), torch.from_numpy(stl.labels.astype(np.int64))  # (N, 3, 96, 96)
+    return torch.from_numpy(stl.data), torch.from_numpy(
+        stl.labels.astype(np.int64)
+    )  # (N, 3, 96, 96)

@@ -5,7 +5,8 @@ SimCLR, Section 4.1, "linear evaluation protocol"): freeze the encoder, fit a mu
 logistic regression on its features of the training split, report accuracy on the test split.
 
 Example:
-    >>> probe_accuracy(features(encoder_model, train), train.labels, features(encoder_model, test), test.labels)
+    >>> train_features = features(embed, train, device)
+    >>> probe_accuracy(train_features, train.labels, features(embed, test, device), test.labels)
     0.989
 """
 
@@ -23,8 +24,12 @@ from certify.smoothing import check_count, model_device
 from encoders.data import ImageDataset
 
 
-def features(embed: Callable[[torch.Tensor], torch.Tensor], dataset: ImageDataset, device: torch.device,
-             batch_size: int = 512) -> np.ndarray:
+def features(
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    dataset: ImageDataset,
+    device: torch.device,
+    batch_size: int = 512,
+) -> np.ndarray:
     """``embed`` applied to every image of the data set, in order, as an (N, D) float64 array."""
     chunks = []
     with torch.inference_mode():
@@ -34,16 +39,27 @@ def features(embed: Callable[[torch.Tensor], torch.Tensor], dataset: ImageDatase
     return torch.cat(chunks).numpy()
 
 
-def probe_accuracy(train_features: np.ndarray, train_labels: torch.Tensor, test_features: np.ndarray,
-                   test_labels: torch.Tensor) -> float:
-    """Test accuracy of an L2-regularised (C = 1) multinomial logistic regression on standardised features."""
+def probe_accuracy(
+    train_features: np.ndarray,
+    train_labels: torch.Tensor,
+    test_features: np.ndarray,
+    test_labels: torch.Tensor,
+) -> float:
+    """Test accuracy of an L2-regularised (C = 1) multinomial logistic regression on standardised
+    features."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     probe.fit(train_features, train_labels.numpy())
     return float(probe.score(test_features, test_labels.numpy()))
 
 
-def noisy_accuracy(model: torch.nn.Module, dataset: ImageDataset, sigma: float, draws: int,
-                   generator: torch.Generator, batch_size: int = 512) -> float:
+def noisy_accuracy(
+    model: torch.nn.Module,
+    dataset: ImageDataset,
+    sigma: float,
+    draws: int,
+    generator: torch.Generator,
+    batch_size: int = 512,
+) -> float:
     """Mean accuracy of the base classifier over ``draws`` Gaussian draws per test image.
 
     sigma = 0 gives the clean accuracy (one pass, whatever ``draws`` is). Noise is added in
@@ -61,9 +77,13 @@ def noisy_accuracy(model: torch.nn.Module, dataset: ImageDataset, sigma: float, 
     with torch.inference_mode():
         for _ in range(draws if sigma > 0 else 1):
             for start in range(0, len(dataset), batch_size):
-                pixels, labels = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+                pixels, labels = dataset.batch(
+                    torch.arange(start, min(start + batch_size, len(dataset)))
+                )
                 pixels = pixels.to(device)
-                noise = torch.randn(pixels.shape, generator=generator, device=generator.device).to(device)
+                noise = torch.randn(pixels.shape, generator=generator, device=generator.device).to(
+                    device
+                )
                 logits = model(pixels + sigma * noise)
                 correct += int((logits.argmax(1).cpu() == labels).sum())
                 total += len(labels)

@@ -30,7 +30,12 @@ from encoders.checkpoint import classifier_from_state, load_checkpoint, save_che
 from encoders.data import DATASET_NAMES, ImageDataset, load_dataset
 from encoders.pretrain import make_optimizer
 from encoders.training import (
-    Processes, channel_stats, cosine_lr, epoch_batches, epoch_generator, resolve_device,
+    Processes,
+    channel_stats,
+    cosine_lr,
+    epoch_batches,
+    epoch_generator,
+    resolve_device,
 )
 
 MODES = ("full", "linear")
@@ -38,7 +43,8 @@ MODES = ("full", "linear")
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """A noise-augmented training run; ``encoder`` None trains the supervised baseline from scratch."""
+    """A noise-augmented training run; ``encoder`` None trains the supervised baseline from
+    scratch."""
 
     sigma: float
     out: str
@@ -62,32 +68,54 @@ def _check(config: FinetuneConfig) -> None:
     if config.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
     if config.encoder is not None and config.architecture is not None:
-        raise ValueError("--arch applies to the baseline only; the --encoder checkpoint fixes the architecture")
+        raise ValueError(
+            "--arch applies to the baseline only; the --encoder checkpoint fixes the architecture"
+        )
     if config.mode == "linear" and config.encoder is None:
         raise ValueError("mode 'linear' needs --encoder (a SimCLR checkpoint) to freeze")
     if config.epochs < 1 or config.batch_size < 2 or not config.lr > 0 or config.weight_decay < 0:
         raise ValueError("epochs must be >= 1, batch_size >= 2, lr > 0 and weight_decay >= 0")
     if Path(config.out).exists():
-        raise ValueError(f"{config.out} exists; remove it or choose another --out (nothing is overwritten)")
+        raise ValueError(
+            f"{config.out} exists; remove it or choose another --out (nothing is overwritten)"
+        )
 
 
 def _initial_model(config: FinetuneConfig, train: ImageDataset) -> tuple[Classifier, dict, str]:
     """The classifier to train, the pre-training recipe (or None) and the data set name."""
     if config.encoder is None:
-        architecture = config.architecture or ("small_cnn" if config.dataset == "digits" else "resnet18")
-        model = build_classifier(architecture, train.num_classes, train.input_shape, *channel_stats(train))
+        architecture = config.architecture or (
+            "small_cnn" if config.dataset == "digits" else "resnet18"
+        )
+        model = build_classifier(
+            architecture, train.num_classes, train.input_shape, *channel_stats(train)
+        )
         return model, None, architecture
     pretrained = load_checkpoint(config.encoder, kind="simclr")
     metadata = pretrained["metadata"]
     if metadata["dataset"] != config.dataset:
-        raise ValueError(f"--encoder was pre-trained on {metadata['dataset']!r}, not {config.dataset!r}")
-    encoder_state = {key: value for key, value in pretrained["state_dict"].items()
-                     if key.startswith(("normalize.", "encoder."))}
-    head = build_classifier(metadata["architecture"], train.num_classes, train.input_shape,
-                            [0.0] * train.input_shape[0], [1.0] * train.input_shape[0]).head.state_dict()
+        raise ValueError(
+            f"--encoder was pre-trained on {metadata['dataset']!r}, not {config.dataset!r}"
+        )
+    encoder_state = {
+        key: value
+        for key, value in pretrained["state_dict"].items()
+        if key.startswith(("normalize.", "encoder."))
+    }
+    head = build_classifier(
+        metadata["architecture"],
+        train.num_classes,
+        train.input_shape,
+        [0.0] * train.input_shape[0],
+        [1.0] * train.input_shape[0],
+    ).head.state_dict()
     state = {**encoder_state, **{f"head.{key}": value for key, value in head.items()}}
     classifier_metadata = {**metadata, "num_classes": train.num_classes}
-    return classifier_from_state(classifier_metadata, state), metadata["recipe"], metadata["architecture"]
+    return (
+        classifier_from_state(classifier_metadata, state),
+        metadata["recipe"],
+        metadata["architecture"],
+    )
 
 
 def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
@@ -102,7 +130,8 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
         metadata records sigma and the recipe (with the pre-training recipe under "pretrain").
 
     Raises:
-        ValueError: for a bad configuration, a missing data set or checkpoint, or an existing ``out``.
+        ValueError: for a bad configuration, a missing data set or checkpoint, or an existing
+            ``out``.
     """
     _check(config)
     device = resolve_device(config.device)
@@ -117,13 +146,19 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
     optimizer = make_optimizer(config.optimizer, trained_parameters, config.lr, config.weight_decay)
     one_process = Processes(0, 1, device)
     steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, one_process))
-    bar = tqdm(total=config.epochs * steps, desc=f"noise training sigma={config.sigma}", disable=not progress)
+    bar = tqdm(
+        total=config.epochs * steps,
+        desc=f"noise training sigma={config.sigma}",
+        disable=not progress,
+    )
     for epoch in range(config.epochs):
         generator = epoch_generator(config.seed, epoch, 0, device)
         model.train()
         if frozen:
             model.encoder.eval()  # frozen batch-norm statistics too
-        for step, indices in enumerate(epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)):
+        for step, indices in enumerate(
+            epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)
+        ):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
             pixels, labels = train.batch(indices)
@@ -136,32 +171,62 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
     bar.close()
-    recipe = {key: value for key, value in asdict(config).items() if key not in ("out", "root", "device", "encoder")}
-    recipe.update(stage="rush" if pretrain_recipe else "supervised", architecture=architecture,
-                  pretrain=pretrain_recipe)
-    metadata = {"architecture": architecture, "dataset": config.dataset, "sigma": float(config.sigma),
-                "num_classes": train.num_classes, "input_shape": train.input_shape, "recipe": recipe,
-                "versions": versions()}
+    recipe = {
+        key: value
+        for key, value in asdict(config).items()
+        if key not in ("out", "root", "device", "encoder")
+    }
+    recipe.update(
+        stage="rush" if pretrain_recipe else "supervised",
+        architecture=architecture,
+        pretrain=pretrain_recipe,
+    )
+    metadata = {
+        "architecture": architecture,
+        "dataset": config.dataset,
+        "sigma": float(config.sigma),
+        "num_classes": train.num_classes,
+        "input_shape": train.input_shape,
+        "recipe": recipe,
+        "versions": versions(),
+    }
     save_checkpoint(config.out, "classifier", metadata, model.state_dict())
     return Path(config.out)
 
 
 def parse_args(argv: list[str] | None) -> FinetuneConfig:
-    parser = argparse.ArgumentParser(prog="encoders-finetune", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="encoders-finetune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     defaults = FinetuneConfig(sigma=0.0, out="")
-    parser.add_argument("--sigma", type=float, required=True, help="training noise level (pixels in [0, 1])")
-    parser.add_argument("--out", required=True, help="classifier checkpoint to write (never overwritten)")
-    parser.add_argument("--encoder", help="SimCLR checkpoint from encoders-pretrain; omit for the baseline")
+    parser.add_argument(
+        "--sigma", type=float, required=True, help="training noise level (pixels in [0, 1])"
+    )
+    parser.add_argument(
+        "--out", required=True, help="classifier checkpoint to write (never overwritten)"
+    )
+    parser.add_argument(
+        "--encoder", help="SimCLR checkpoint from encoders-pretrain; omit for the baseline"
+    )
     parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
     parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
-    parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
-                        help="baseline backbone (default small_cnn for digits, resnet18 otherwise)")
+    parser.add_argument(
+        "--arch",
+        dest="architecture",
+        choices=ARCHITECTURES,
+        help="baseline backbone (default small_cnn for digits, resnet18 otherwise)",
+    )
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
     for name in ("epochs", "batch_size", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
     for name in ("lr", "weight_decay"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+        )
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     return FinetuneConfig(**vars(parser.parse_args(argv)))

@@ -50,11 +50,16 @@ class DefaultsConfig:
     ship: bool = False
 
 
-def _probes(simclr_path: Path, seed: int, train: ImageDataset, test: ImageDataset) -> dict[str, float]:
+def _probes(
+    simclr_path: Path, seed: int, train: ImageDataset, test: ImageDataset
+) -> dict[str, float]:
     cpu = torch.device("cpu")
     payload = load_checkpoint(simclr_path, kind="simclr")
-    trained = SimCLRModel(Normalize([0.0], [1.0]), build_encoder("small_cnn", 1),
-                          payload["metadata"]["recipe"]["projection_dim"])
+    trained = SimCLRModel(
+        Normalize([0.0], [1.0]),
+        build_encoder("small_cnn", 1),
+        payload["metadata"]["recipe"]["projection_dim"],
+    )
     trained.load_state_dict(payload["state_dict"])
     torch.manual_seed(seed)
     random_encoder = build_encoder("small_cnn", 1)
@@ -65,10 +70,15 @@ def _probes(simclr_path: Path, seed: int, train: ImageDataset, test: ImageDatase
         def embed(pixels: torch.Tensor, encoder=encoder) -> torch.Tensor:
             return encoder(trained.normalize(pixels))
 
-        scores[name] = probe_accuracy(features(embed, train, cpu), train.labels, features(embed, test, cpu),
-                                      test.labels)
-    raw = probe_accuracy(train.images.flatten(1).double().numpy(), train.labels,
-                         test.images.flatten(1).double().numpy(), test.labels)
+        scores[name] = probe_accuracy(
+            features(embed, train, cpu), train.labels, features(embed, test, cpu), test.labels
+        )
+    raw = probe_accuracy(
+        train.images.flatten(1).double().numpy(),
+        train.labels,
+        test.images.flatten(1).double().numpy(),
+        test.labels,
+    )
     scores["pixels"] = raw
     return scores
 
@@ -80,8 +90,15 @@ def run(config: DefaultsConfig, log=print) -> str:
     rows: dict[str, list[float]] = {}
     for seed in config.seeds:
         started = time.perf_counter()
-        simclr = pretrain(PretrainConfig(dataset="digits", out=str(work / f"simclr-seed{seed}.pt"),
-                                         epochs=config.pretrain_epochs, seed=seed, device="cpu"))
+        simclr = pretrain(
+            PretrainConfig(
+                dataset="digits",
+                out=str(work / f"simclr-seed{seed}.pt"),
+                epochs=config.pretrain_epochs,
+                seed=seed,
+                device="cpu",
+            )
+        )
         log(f"seed {seed}: SimCLR done after {time.perf_counter() - started:.0f} s")
         for name, score in _probes(simclr, seed, train, test).items():
             rows.setdefault(f"probe {name}", []).append(score)
@@ -90,15 +107,26 @@ def run(config: DefaultsConfig, log=print) -> str:
             for stage, encoder in (("rush", str(simclr)), ("baseline", None)):
                 out = work / f"{stage}-sigma{sigma:.2f}-seed{seed}.pt"
                 if not out.exists():
-                    finetune(FinetuneConfig(sigma=sigma, out=str(out), encoder=encoder, seed=seed,
-                                            epochs=config.finetune_epochs, device="cpu"))
+                    finetune(
+                        FinetuneConfig(
+                            sigma=sigma,
+                            out=str(out),
+                            encoder=encoder,
+                            seed=seed,
+                            epochs=config.finetune_epochs,
+                            device="cpu",
+                        )
+                    )
                 model = load_classifier(out)
                 generator = torch.Generator().manual_seed(seed)
                 clean = noisy_accuracy(model, test, 0.0, 1, generator)
                 noisy = noisy_accuracy(model, test, sigma, NOISE_DRAWS, generator)
                 rows.setdefault(f"{stage} {sigma:.2f} clean", []).append(clean)
                 rows.setdefault(f"{stage} {sigma:.2f} noisy", []).append(noisy)
-                log(f"seed {seed}: {stage} sigma {sigma:.2f}: clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%")
+                log(
+                    f"seed {seed}: {stage} sigma {sigma:.2f}: clean {100 * clean:.2f}%, "
+                    f"noisy {100 * noisy:.2f}%"
+                )
             log(f"seed {seed}: sigma {sigma:.2f} done after {time.perf_counter() - started:.0f} s")
         if config.ship and seed == config.seeds[0]:
             _ship(work, seed, config.sigmas)
@@ -109,7 +137,10 @@ def _ship(work: Path, seed: int, sigmas: tuple[float, ...]) -> None:
     """Copy one seed's RUSH models to encoders/pretrained as digits-sigma{sigma:.2f}.pt."""
     PRETRAINED_DIR.mkdir(exist_ok=True)
     for sigma in sigmas:
-        shutil.copyfile(work / f"rush-sigma{sigma:.2f}-seed{seed}.pt", PRETRAINED_DIR / f"digits-sigma{sigma:.2f}.pt")
+        shutil.copyfile(
+            work / f"rush-sigma{sigma:.2f}-seed{seed}.pt",
+            PRETRAINED_DIR / f"digits-sigma{sigma:.2f}.pt",
+        )
 
 
 def _cell(values: list[float]) -> str:
@@ -119,26 +150,46 @@ def _cell(values: list[float]) -> str:
 
 def table(rows: dict[str, list[float]], config: DefaultsConfig) -> str:
     """Markdown: mean ± standard deviation over seeds, in percent of the 360 test images."""
-    lines = [f"Digits test split (360 images), mean ± sd over seeds {list(config.seeds)}, accuracy in %.", "",
-             "| linear probe (frozen, no noise) | accuracy |", "|---|---|",
-             f"| SimCLR encoder ({config.pretrain_epochs} epochs) | {_cell(rows['probe simclr'])} |",
-             f"| same encoder, random weights | {_cell(rows['probe random'])} |",
-             f"| logistic regression on raw pixels | {_cell(rows['probe pixels'])} |", "",
-             f"Noise training: {config.finetune_epochs} epochs at sigma for both; RUSH starts from the SimCLR "
-             f"encoder, the baseline (Cohen et al.) from random weights. Noisy: mean over {NOISE_DRAWS} draws.", "",
-             "| sigma | RUSH clean | RUSH noisy | baseline clean | baseline noisy |", "|---|---|---|---|---|"]
+    lines = [
+        f"Digits test split (360 images), mean ± sd over seeds {list(config.seeds)}, "
+        "accuracy in %.",
+        "",
+        "| linear probe (frozen, no noise) | accuracy |",
+        "|---|---|",
+        f"| SimCLR encoder ({config.pretrain_epochs} epochs) | {_cell(rows['probe simclr'])} |",
+        f"| same encoder, random weights | {_cell(rows['probe random'])} |",
+        f"| logistic regression on raw pixels | {_cell(rows['probe pixels'])} |",
+        "",
+        f"Noise training: {config.finetune_epochs} epochs at sigma for both; RUSH starts from the "
+        "SimCLR encoder, the baseline (Cohen et al.) from random weights. "
+        f"Noisy: mean over {NOISE_DRAWS} draws.",
+        "",
+        "| sigma | RUSH clean | RUSH noisy | baseline clean | baseline noisy |",
+        "|---|---|---|---|---|",
+    ]
     for sigma in config.sigmas:
-        cells = [_cell(rows[f"{stage} {sigma:.2f} {kind}"]) for stage in ("rush", "baseline")
-                 for kind in ("clean", "noisy")]
+        cells = [
+            _cell(rows[f"{stage} {sigma:.2f} {kind}"])
+            for stage in ("rush", "baseline")
+            for kind in ("clean", "noisy")
+        ]
         lines.append(f"| {sigma:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m encoders.make_defaults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", default=DefaultsConfig.work, help="folder for checkpoints (resumable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m encoders.make_defaults", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--work", default=DefaultsConfig.work, help="folder for checkpoints (resumable)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DefaultsConfig.seeds))
-    parser.add_argument("--ship", action="store_true", help="copy the first seed's RUSH models to encoders/pretrained")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="copy the first seed's RUSH models to encoders/pretrained",
+    )
     arguments = parser.parse_args(argv)
     config = DefaultsConfig(work=arguments.work, seeds=tuple(arguments.seeds), ship=arguments.ship)
     try:

@@ -5,7 +5,8 @@ Command lines::
     python -m encoders.pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
     python -m encoders.pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
         --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
-    torchrun --nproc-per-node 2 -m encoders.pretrain --dataset digits --batch-size 128 --out runs/ddp.pt
+    torchrun --nproc-per-node 2 -m encoders.pretrain --dataset digits --batch-size 128 \\
+        --out runs/ddp.pt
 
 The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
 command again resumes after the last finished epoch and continues exactly as an uninterrupted run
@@ -33,13 +34,20 @@ from encoders.data import DATASET_NAMES, load_dataset
 from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
-    Processes, channel_stats, cosine_lr, epoch_batches, epoch_generator, start_processes, stop_processes,
+    Processes,
+    channel_stats,
+    cosine_lr,
+    epoch_batches,
+    epoch_generator,
+    start_processes,
+    stop_processes,
 )
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """A SimCLR pre-training run. ``architecture`` None picks small_cnn for digits, else resnet18."""
+    """A SimCLR pre-training run; ``architecture`` None picks small_cnn for digits, else
+    resnet18."""
 
     dataset: str = "digits"
     out: str = "runs/simclr.pt"
@@ -61,9 +69,17 @@ class PretrainConfig:
 
     def recipe(self, world_size: int) -> dict:
         """What determines the weights (not where files live or which device runs it)."""
-        recipe = {key: value for key, value in asdict(self).items() if key not in ("out", "root", "device")}
-        recipe.update(stage="simclr", architecture=self.backbone, world_size=world_size,
-                      augment=asdict(AugmentConfig.for_dataset(self.dataset)))
+        recipe = {
+            key: value
+            for key, value in asdict(self).items()
+            if key not in ("out", "root", "device")
+        }
+        recipe.update(
+            stage="simclr",
+            architecture=self.backbone,
+            world_size=world_size,
+            augment=asdict(AugmentConfig.for_dataset(self.dataset)),
+        )
         return recipe
 
 
@@ -72,7 +88,9 @@ def make_optimizer(name: str, parameters, lr: float, weight_decay: float) -> tor
     if name == "adam":
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
@@ -85,25 +103,39 @@ def _check(config: PretrainConfig) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (NT-Xent needs negatives), got {config.batch_size}")
+        raise ValueError(
+            f"batch_size must be >= 2 (NT-Xent needs negatives), got {config.batch_size}"
+        )
     if not (config.temperature > 0 and config.lr > 0 and config.weight_decay >= 0):
         raise ValueError("temperature and lr must be > 0 and weight_decay >= 0")
 
 
-def simclr_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                temperature: float, augment_config: AugmentConfig, generator: torch.Generator,
-                processes: Processes) -> float:
+def simclr_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    temperature: float,
+    augment_config: AugmentConfig,
+    generator: torch.Generator,
+    processes: Processes,
+) -> float:
     """One SimCLR update on a batch (B, C, H, W) of pixels: two views, NT-Xent, backward, step.
 
     Returns:
         The loss before the update.
     """
-    views = torch.cat([augment(images, augment_config, generator), augment(images, augment_config, generator)])
+    views = torch.cat(
+        [augment(images, augment_config, generator), augment(images, augment_config, generator)]
+    )
     z_a, z_b = model(views).chunk(2)  # (2B, D) -> two (B, D); one forward keeps DDP to one pass
     if processes.distributed:
-        all_a = torch.cat(dist_fn.all_gather(z_a))  # (world * B, D); gradients flow back to each process
+        all_a = torch.cat(
+            dist_fn.all_gather(z_a)
+        )  # (world * B, D); gradients flow back to each process
         all_b = torch.cat(dist_fn.all_gather(z_b))
-        loss = nt_xent_loss(z_a, z_b, temperature, keys=(all_a, all_b, processes.rank * z_a.shape[0]))
+        loss = nt_xent_loss(
+            z_a, z_b, temperature, keys=(all_a, all_b, processes.rank * z_a.shape[0])
+        )
     else:
         loss = nt_xent_loss(z_a, z_b, temperature)
     optimizer.zero_grad(set_to_none=True)
@@ -139,13 +171,22 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
     device, out = processes.device, Path(config.out)
     train = load_dataset(config.dataset, "train", config.root)
     torch.manual_seed(config.seed)  # the same initial weights in every process
-    model = SimCLRModel(Normalize(*channel_stats(train)), build_encoder(config.backbone, train.input_shape[0]),
-                        config.projection_dim).to(device)
+    model = SimCLRModel(
+        Normalize(*channel_stats(train)),
+        build_encoder(config.backbone, train.input_shape[0]),
+        config.projection_dim,
+    ).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
     recipe = config.recipe(processes.world_size)
-    metadata = {"architecture": config.backbone, "dataset": config.dataset, "sigma": 0.0,
-                "num_classes": train.num_classes, "input_shape": train.input_shape, "recipe": recipe,
-                "versions": versions()}
+    metadata = {
+        "architecture": config.backbone,
+        "dataset": config.dataset,
+        "sigma": 0.0,
+        "num_classes": train.num_classes,
+        "input_shape": train.input_shape,
+        "recipe": recipe,
+        "versions": versions(),
+    }
     start_epoch, history = 0, []
     if out.exists():
         payload = load_checkpoint(out, kind="simclr")
@@ -154,14 +195,23 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
         try:
             model.load_state_dict(payload["state_dict"])
             optimizer.load_state_dict(payload["training_state"]["optimizer"])
-            start_epoch, history = payload["training_state"]["epoch"], payload["training_state"]["history"]
+            start_epoch, history = (
+                payload["training_state"]["epoch"],
+                payload["training_state"]["history"],
+            )
         except (KeyError, TypeError, RuntimeError, ValueError) as error:
-            raise CheckpointError(f"cannot resume from {out}: its training state is damaged ({one_line(error)})") from error
+            raise CheckpointError(
+                f"cannot resume from {out}: its training state is damaged ({one_line(error)})"
+            ) from error
     trained = torch.nn.parallel.DistributedDataParallel(model) if processes.distributed else model
     augment_config = AugmentConfig.for_dataset(config.dataset)
     steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, processes))
-    bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, desc="simclr",
-               disable=not (progress and processes.is_main))
+    bar = tqdm(
+        total=config.epochs * steps,
+        initial=start_epoch * steps,
+        desc="simclr",
+        disable=not (progress and processes.is_main),
+    )
     for epoch in range(start_epoch, config.epochs):
         generator = epoch_generator(config.seed, epoch, processes.rank, device)
         batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, processes)
@@ -170,15 +220,27 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
         for step, indices in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
-            loss = simclr_step(trained, optimizer, train.batch(indices)[0].to(device), config.temperature,
-                               augment_config, generator, processes)
+            loss = simclr_step(
+                trained,
+                optimizer,
+                train.batch(indices)[0].to(device),
+                config.temperature,
+                augment_config,
+                generator,
+                processes,
+            )
             total += loss
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
         history.append(total / len(batches))
         if processes.is_main:
-            save_checkpoint(out, "simclr", metadata, model.state_dict(),
-                            {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history})
+            save_checkpoint(
+                out,
+                "simclr",
+                metadata,
+                model.state_dict(),
+                {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history},
+            )
         if processes.distributed:
             dist.barrier()
     bar.close()
@@ -187,17 +249,28 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
 
 def parse_args(argv: list[str] | None) -> PretrainConfig:
     defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(prog="encoders-pretrain", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="encoders-pretrain",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
     parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
-    parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
-                        help="backbone (default small_cnn for digits, resnet18 otherwise)")
+    parser.add_argument(
+        "--arch",
+        dest="architecture",
+        choices=ARCHITECTURES,
+        help="backbone (default small_cnn for digits, resnet18 otherwise)",
+    )
     parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
     for name in ("epochs", "batch_size", "projection_dim", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
     for name in ("temperature", "lr", "weight_decay"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+        )
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     return PretrainConfig(**vars(parser.parse_args(argv)))

@@ -23,8 +23,12 @@ class ProjectionHead(nn.Sequential):
     """The MLP g of SimCLR: Linear -> BatchNorm -> ReLU -> Linear, (B, in_dim) -> (B, out_dim)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__(nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
-                         nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim, bias=False),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
 
 
 class SimCLRModel(nn.Module):
@@ -44,8 +48,12 @@ class SimCLRModel(nn.Module):
         return self.projector(self.encoder(self.normalize(pixels)))
 
 
-def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float,
-                 keys: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
+def nt_xent_loss(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    temperature: float,
+    keys: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+) -> torch.Tensor:
     """The normalised temperature-scaled cross-entropy loss of SimCLR, averaged over all 2N views.
 
     For view i with partner j, l(i, j) = -log( exp(s_ij / t) / sum_{k != i} exp(s_ik / t) ), with
@@ -66,8 +74,10 @@ def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float,
         ValueError: if the shapes do not match or temperature <= 0.
     """
     if z_a.shape != z_b.shape or z_a.dim() != 2 or not temperature > 0:
-        raise ValueError(f"z_a and z_b must both be (N, D) and temperature > 0, got {tuple(z_a.shape)}, "
-                         f"{tuple(z_b.shape)}, {temperature!r}")
+        raise ValueError(
+            f"z_a and z_b must both be (N, D) and temperature > 0, got {tuple(z_a.shape)}, "
+            f"{tuple(z_b.shape)}, {temperature!r}"
+        )
     all_a, all_b, offset = keys if keys is not None else (z_a, z_b, 0)
     count, total = z_a.shape[0], all_a.shape[0]
     anchors = F.normalize(torch.cat([z_a, z_b]), dim=1)  # (2N, D)

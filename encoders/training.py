@@ -45,7 +45,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu" or (name.startswith("cuda") and torch.cuda.is_available()):
         return torch.device(name)
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]' with CUDA available, got {name!r}")
+    raise ValueError(
+        f"device must be 'auto', 'cpu' or 'cuda[:N]' with CUDA available, got {name!r}"
+    )
 
 
 def start_processes(device: str) -> Processes:
@@ -71,8 +73,9 @@ def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device) -> t
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
 
 
-def epoch_batches(size: int, batch_size: int, seed: int, epoch: int,
-                  processes: Processes) -> list[torch.Tensor]:
+def epoch_batches(
+    size: int, batch_size: int, seed: int, epoch: int, processes: Processes
+) -> list[torch.Tensor]:
     """This process's index batches for one epoch, dropping the incomplete last global batch.
 
     All processes draw the same permutation (seed, epoch) and take interleaved slices of each
@@ -83,11 +86,13 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int,
     """
     global_batch = batch_size * processes.world_size
     if size < global_batch:
-        raise ValueError(f"batch_size * world_size = {global_batch} exceeds the {size} training images")
+        raise ValueError(
+            f"batch_size * world_size = {global_batch} exceeds the {size} training images"
+        )
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
     usable = size - size % global_batch
     batches = order[:usable].view(-1, global_batch)  # (steps, global_batch)
-    return list(batches[:, processes.rank::processes.world_size])
+    return list(batches[:, processes.rank :: processes.world_size])
 
 
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:

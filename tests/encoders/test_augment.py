@@ -6,8 +6,13 @@ import torch
 
 from encoders.augment import AugmentConfig, _rotate_hue, augment, colour, geometric
 
-IDENTITY = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_strength=0.0,
-                         grayscale_probability=0.0)
+IDENTITY = AugmentConfig(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip=False,
+    jitter_strength=0.0,
+    grayscale_probability=0.0,
+)
 
 
 def _images(shape=(6, 3, 16, 16)) -> torch.Tensor:
@@ -28,7 +33,9 @@ def test_views_stay_in_pixel_range_and_are_reproducible():
 
 def test_full_crop_without_moves_is_the_identity():
     images = _images()
-    assert torch.allclose(geometric(images, IDENTITY, torch.Generator().manual_seed(0)), images, atol=1e-6)
+    assert torch.allclose(
+        geometric(images, IDENTITY, torch.Generator().manual_seed(0)), images, atol=1e-6
+    )
 
 
 def test_forced_flip_mirrors_the_image():
@@ -43,7 +50,9 @@ def test_forced_flip_mirrors_the_image():
 
 def test_grayscale_makes_channels_equal_and_hue_rotation_keeps_luma():
     images = _images()
-    grey = colour(images, AugmentConfig(jitter_strength=0.0, grayscale_probability=1.0), torch.Generator())
+    grey = colour(
+        images, AugmentConfig(jitter_strength=0.0, grayscale_probability=1.0), torch.Generator()
+    )
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
     turns = torch.linspace(-0.5, 0.5, images.shape[0])
     rotated = _rotate_hue(images, turns)

@@ -14,8 +14,15 @@ from encoders.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 
 
 def _metadata(sigma: float = 0.25) -> dict:
-    return {"architecture": "small_cnn", "dataset": "digits", "sigma": sigma, "num_classes": 10,
-            "input_shape": [1, 8, 8], "recipe": {"epochs": 1}, "versions": versions()}
+    return {
+        "architecture": "small_cnn",
+        "dataset": "digits",
+        "sigma": sigma,
+        "num_classes": 10,
+        "input_shape": [1, 8, 8],
+        "recipe": {"epochs": 1},
+        "versions": versions(),
+    }
 
 
 @pytest.fixture
@@ -85,7 +92,9 @@ def test_weights_that_do_not_fit_the_metadata_are_a_checkpoint_error(saved, tmp_
 def test_invalid_metadata_is_refused_on_save(saved, tmp_path):
     _, model = saved
     with pytest.raises(ValueError, match="sigma"):
-        save_checkpoint(tmp_path / "x.pt", "classifier", {**_metadata(), "sigma": "high"}, model.state_dict())
+        save_checkpoint(
+            tmp_path / "x.pt", "classifier", {**_metadata(), "sigma": "high"}, model.state_dict()
+        )
     with pytest.raises(ValueError, match="kind"):
         save_checkpoint(tmp_path / "x.pt", "other", _metadata(), model.state_dict())
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from data_formats import write_cifar, write_idx, write_mnist_like, write_stl10
 
 from encoders.data import DATASET_NAMES, DatasetError, load_dataset
-from data_formats import write_cifar, write_idx, write_mnist_like, write_stl10
 
 
 def test_digits_split_is_fixed_stratified_and_scaled():
@@ -22,15 +20,22 @@ def test_digits_split_is_fixed_stratified_and_scaled():
     assert image.shape == (1, 8, 8) and image.dtype == torch.float32 and isinstance(label, int)
     assert float(train.images.min()) == 0.0 and float(train.images.max()) == 1.0
     # stratified: each class holds 20% +- one image of its examples in the test split
-    counts = torch.bincount(test.labels, minlength=10) / (torch.bincount(test.labels, minlength=10)
-                                                          + torch.bincount(train.labels, minlength=10))
+    counts = torch.bincount(test.labels, minlength=10) / (
+        torch.bincount(test.labels, minlength=10) + torch.bincount(train.labels, minlength=10)
+    )
     assert torch.all((counts - 0.2).abs() < 0.01)
     assert torch.equal(load_dataset("digits", "test").images, test.images)
 
 
-@pytest.mark.parametrize("name,folder,compress", [
-    ("mnist", "MNIST/raw", False), ("mnist", "mnist", True),
-    ("fashion-mnist", "FashionMNIST/raw", True), ("fashion-mnist", "fashion-mnist", False)])
+@pytest.mark.parametrize(
+    "name,folder,compress",
+    [
+        ("mnist", "MNIST/raw", False),
+        ("mnist", "mnist", True),
+        ("fashion-mnist", "FashionMNIST/raw", True),
+        ("fashion-mnist", "fashion-mnist", False),
+    ],
+)
 def test_mnist_like_idx_files(tmp_path, name, folder, compress):
     write_mnist_like(tmp_path / folder, {"train": 6, "test": 4}, compress)
     train, test = load_dataset(name, "train", tmp_path), load_dataset(name, "test", tmp_path)
@@ -47,7 +52,9 @@ def test_cifar_python_pickles(tmp_path, name, classes):
     assert (len(train), len(test)) == ((15, 3) if name == "cifar10" else (3, 3))
     assert train[0][0].shape == (3, 32, 32) and train.num_classes == classes
     folder = tmp_path / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
-    raw = pickle.loads((folder / ("test_batch" if name == "cifar10" else "test")).read_bytes(), encoding="bytes")
+    raw = pickle.loads(
+        (folder / ("test_batch" if name == "cifar10" else "test")).read_bytes(), encoding="bytes"
+    )
     # first row of the file: channel-major 1024 red, 1024 green, 1024 blue bytes
     assert torch.equal(test.images[0], torch.from_numpy(raw[b"data"][0].reshape(3, 32, 32)))
 
@@ -86,7 +93,9 @@ class _Exploit:
 def test_planted_cifar_pickle_is_refused_not_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_cifar(tmp_path, "cifar10", per_file=2)
-    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": _Exploit()}))
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(
+        pickle.dumps({b"data": _Exploit()})
+    )
     with pytest.raises(DatasetError, match="refused"):
         load_dataset("cifar10", "test", tmp_path)
     assert not (tmp_path / "PWNED").exists()
@@ -97,3 +106,12 @@ def test_bad_name_or_split():
         load_dataset("imagenet", "train")
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", "val")
+
+
+def test_fashion_mnist_is_found_where_debian_installs_it(tmp_path, monkeypatch):
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    write_mnist_like(
+        debian, {"train": 3, "test": 2}, compress=True
+    )  # the package ships the four .gz files
+    monkeypatch.setattr("encoders.data.DEBIAN_FASHION_MNIST", debian)
+    assert len(load_dataset("fashion-mnist", "test", tmp_path / "empty-root")) == 2

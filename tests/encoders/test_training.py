@@ -1,4 +1,5 @@
-"""encoders-pretrain and encoders-finetune on small data: resuming, torchrun, frozen encoders, CLI errors."""
+"""encoders-pretrain and encoders-finetune on small data: resuming, torchrun, frozen encoders,
+CLI errors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(out: Path, **changes) -> PretrainConfig:
-    settings = {"dataset": "digits", "out": str(out), "epochs": 2, "batch_size": 256, "device": "cpu"}
+    settings = {
+        "dataset": "digits",
+        "out": str(out),
+        "epochs": 2,
+        "batch_size": 256,
+        "device": "cpu",
+    }
     return PretrainConfig(**{**settings, **changes})
 
 
@@ -57,9 +64,26 @@ def test_resuming_with_another_recipe_is_refused(tmp_path):
 
 def test_torchrun_with_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp.pt"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "encoders.pretrain", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
-               "--device", "cpu", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "encoders.pretrain",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = load_checkpoint(out, kind="simclr")
@@ -77,8 +101,16 @@ def simclr_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_linear_mode_trains_only_the_head(simclr_checkpoint, tmp_path):
-    out = finetune(FinetuneConfig(sigma=0.25, out=str(tmp_path / "linear.pt"), encoder=str(simclr_checkpoint),
-                                  mode="linear", epochs=1, device="cpu"))
+    out = finetune(
+        FinetuneConfig(
+            sigma=0.25,
+            out=str(tmp_path / "linear.pt"),
+            encoder=str(simclr_checkpoint),
+            mode="linear",
+            epochs=1,
+            device="cpu",
+        )
+    )
     before = load_checkpoint(simclr_checkpoint, kind="simclr")["state_dict"]
     after = load_checkpoint(out)["state_dict"]
     encoder_keys = [key for key in before if key.startswith(("encoder.", "normalize."))]
@@ -89,25 +121,52 @@ def test_linear_mode_trains_only_the_head(simclr_checkpoint, tmp_path):
 
 
 def test_full_mode_and_baseline_train_everything(simclr_checkpoint, tmp_path):
-    full = finetune(FinetuneConfig(sigma=0.5, out=str(tmp_path / "full.pt"), encoder=str(simclr_checkpoint),
-                                   epochs=1, device="cpu"))
+    full = finetune(
+        FinetuneConfig(
+            sigma=0.5,
+            out=str(tmp_path / "full.pt"),
+            encoder=str(simclr_checkpoint),
+            epochs=1,
+            device="cpu",
+        )
+    )
     before = load_checkpoint(simclr_checkpoint, kind="simclr")["state_dict"]
-    assert not torch.equal(before["encoder.0.weight"], load_checkpoint(full)["state_dict"]["encoder.0.weight"])
-    baseline = finetune(FinetuneConfig(sigma=0.5, out=str(tmp_path / "baseline.pt"), epochs=1, device="cpu"))
+    assert not torch.equal(
+        before["encoder.0.weight"], load_checkpoint(full)["state_dict"]["encoder.0.weight"]
+    )
+    baseline = finetune(
+        FinetuneConfig(sigma=0.5, out=str(tmp_path / "baseline.pt"), epochs=1, device="cpu")
+    )
     metadata = encoders.read_metadata(baseline)
     assert metadata["recipe"]["stage"] == "supervised" and metadata["recipe"]["pretrain"] is None
     with pytest.raises(ValueError, match="exists"):
         finetune(FinetuneConfig(sigma=0.5, out=str(baseline), epochs=1, device="cpu"))
 
 
-@pytest.mark.parametrize("module,arguments,message", [
-    ("encoders.finetune", ["--sigma", "0.25", "--out", "x.pt", "--encoder", "missing.pt"], "no checkpoint file"),
-    ("encoders.finetune", ["--sigma", "-1", "--out", "x.pt"], "sigma"),
-    ("encoders.pretrain", ["--dataset", "cifar10", "--root", "nowhere", "--out", "x.pt"], "cifar10"),
-])
+@pytest.mark.parametrize(
+    "module,arguments,message",
+    [
+        (
+            "encoders.finetune",
+            ["--sigma", "0.25", "--out", "x.pt", "--encoder", "missing.pt"],
+            "no checkpoint file",
+        ),
+        ("encoders.finetune", ["--sigma", "-1", "--out", "x.pt"], "sigma"),
+        (
+            "encoders.pretrain",
+            ["--dataset", "cifar10", "--root", "nowhere", "--out", "x.pt"],
+            "cifar10",
+        ),
+    ],
+)
 def test_cli_user_errors_exit_2_with_one_line(tmp_path, module, arguments, message):
-    result = subprocess.run([sys.executable, "-m", module, *arguments, "--device", "cpu"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *arguments, "--device", "cpu"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
