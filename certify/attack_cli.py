@@ -226,7 +226,8 @@ def accuracy_table(path: Path, plan: list[Evaluation]) -> list[tuple[Evaluation,
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    threats = [("linf", eps) for eps in args.linf_eps] + [("l2", eps) for eps in args.l2_eps]
+    threats = list(dict.fromkeys([("linf", eps) for eps in args.linf_eps]
+                                 + [("l2", eps) for eps in args.l2_eps]))  # repeats once
     model, dataset, _, model_name, dataset_name = load_model_and_data(args, args.sigma)
     device = model_device(model)
     plan = evaluation_plan(threats)
