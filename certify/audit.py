@@ -12,7 +12,7 @@ Example:
     >>> certificates = [certify(model, x, 0.25, 100, 10_000, 0.001) for x in images]
     >>> records = audit(model, images, [c.label for c in certificates],
     ...                 [c.radius for c in certificates], AuditConfig(sigma=0.25))
-    >>> sum(record.violation for record in records)
+    >>> sum(record.violation for _, record in records)
     0
 """
 
@@ -126,10 +126,15 @@ def audit_batch(
     Raises:
         ValueError: if an argument is out of range.
     """
-    if not images.dim() == 4 or not images.shape[0] == len(labels) == len(radii):
+    if (
+        not isinstance(images, torch.Tensor)
+        or images.dim() != 4
+        or not images.shape[0] == len(labels) == len(radii)
+    ):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(
-            f"images (B, C, H, W), labels and radii must have one entry per image, got shape "
-            f"{tuple(images.shape)} and lengths {len(labels)} and {len(radii)}"
+            f"images (B, C, H, W), labels and radii must have one entry per image, got images "
+            f"{shape} and {len(labels)} labels and {len(radii)} radii"
         )
     for label, radius in zip(labels, radii):
         check_certificate(label, radius)
