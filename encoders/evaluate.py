@@ -63,7 +63,8 @@ def noisy_accuracy(
     """Mean accuracy of the base classifier over ``draws`` Gaussian draws per test image.
 
     sigma = 0 gives the clean accuracy (one pass, whatever ``draws`` is). Noise is added in
-    pixel space, unclipped, as randomized smoothing adds it (Cohen et al. 2019).
+    pixel space, unclipped, as randomized smoothing adds it (Cohen et al. 2019). The model is
+    put in eval mode.
 
     Raises:
         ValueError: if sigma < 0 or draws < 1.
