@@ -138,20 +138,27 @@ def audit_batch(
         )
     for label, radius in zip(labels, radii):
         check_certificate(label, radius)
-    targets = [i for i, (label, radius) in enumerate(zip(labels, radii))
-               if label != ABSTAIN and radius > 0]
+    targets = [
+        i for i, (label, radius) in enumerate(zip(labels, radii)) if label != ABSTAIN and radius > 0
+    ]
     records: list[AuditRecord | None] = [None] * len(labels)
     if not targets:
         return records
     epsilons = [config.shrink * radii[i] for i in targets]
-    attack_config = PGDConfig(norm="l2", eps=max(epsilons), steps=config.steps,
-                              restarts=config.restarts)
+    attack_config = PGDConfig(
+        norm="l2", eps=max(epsilons), steps=config.steps, restarts=config.restarts
+    )
     attack = EOTPGD(model, config.sigma, config.eot_samples, attack_config)
-    attacked = attack(images[targets], torch.tensor([labels[i] for i in targets]), generator,
-                      eps=torch.tensor(epsilons, dtype=images.dtype))  # (T, C, H, W)
+    attacked = attack(
+        images[targets],
+        torch.tensor([labels[i] for i in targets]),
+        generator,
+        eps=torch.tensor(epsilons, dtype=images.dtype),
+    )  # (T, C, H, W)
     for i, epsilon, x in zip(targets, epsilons, attacked):
-        prediction = predict(model, x, config.sigma, config.n, config.alpha, config.batch_size,
-                             generator)
+        prediction = predict(
+            model, x, config.sigma, config.n, config.alpha, config.batch_size, generator
+        )
         violation = prediction not in (labels[i], ABSTAIN)
         records[i] = AuditRecord(labels[i], float(radii[i]), epsilon, prediction, violation)
     return records

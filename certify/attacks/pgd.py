@@ -122,9 +122,9 @@ class PGD:
         >>> robust_accuracy = (model(adversarial).argmax(1) == labels).float().mean()
     """
 
-    def __init__(self, model: torch.nn.Module, config: PGDConfig = PGDConfig()) -> None:
+    def __init__(self, model: torch.nn.Module, config: PGDConfig | None = None) -> None:
         self.model = model
-        self.config = config
+        self.config = config if config is not None else PGDConfig()
 
     def loss(
         self, inputs: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None

@@ -46,7 +46,7 @@ class NaiveSmoothedPGD(PGD):
     """
 
     def __init__(
-        self, model: torch.nn.Module, sigma: float, config: PGDConfig = PGDConfig()
+        self, model: torch.nn.Module, sigma: float, config: PGDConfig | None = None
     ) -> None:
         check_positive("sigma", sigma)
         super().__init__(model, config)
@@ -89,7 +89,7 @@ class EOTPGD(PGD):
         model: torch.nn.Module,
         sigma: float,
         eot_samples: int = 32,
-        config: PGDConfig = PGDConfig(),
+        config: PGDConfig | None = None,
     ) -> None:
         check_positive("sigma", sigma)
         check_count("eot_samples", eot_samples)

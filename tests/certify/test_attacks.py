@@ -179,11 +179,14 @@ def test_eot_beats_the_naive_attack_on_a_smoothed_model(centred_linear, norm: st
     config = PGDConfig(norm=norm, eps=eps, steps=20)
     generator = seeded(0)
     correct = {}
-    for name, attack in [("naive", NaiveSmoothedPGD(model, SIGMA, config)),
-                         ("eot", EOTPGD(model, SIGMA, eot_samples=32, config=config))]:
+    for name, attack in [
+        ("naive", NaiveSmoothedPGD(model, SIGMA, config)),
+        ("eot", EOTPGD(model, SIGMA, eot_samples=32, config=config)),
+    ]:
         adversarial = attack(images, labels, generator)
-        correct[name] = sum(predict(model, x, SIGMA, 1000, 0.001, 1000, generator) == 1
-                            for x in adversarial)
+        correct[name] = sum(
+            predict(model, x, SIGMA, 1000, 0.001, 1000, generator) == 1 for x in adversarial
+        )
     assert correct["eot"] <= 4
     assert correct["naive"] >= 12
 
@@ -250,17 +253,26 @@ def test_per_image_radii_match_one_attack_per_image(tiny_cnn, norm: str) -> None
     images, labels = torch.rand(3, 1, 8, 8, generator=seeded(8)), torch.tensor([1, 5, 9])
     radii = torch.tensor([0.05, 0.2, 0.6]) * (0.25 if norm == "linf" else 1.0)
     batched = PGD(tiny_cnn, PGDConfig(norm=norm, steps=5, random_start=False))(
-        images, labels, eps=radii)
+        images, labels, eps=radii
+    )
     for i, radius in enumerate(radii.tolist()):
         alone = PGD(tiny_cnn, PGDConfig(norm=norm, eps=radius, steps=5, random_start=False))(
-            images[i : i + 1], labels[i : i + 1])
+            images[i : i + 1], labels[i : i + 1]
+        )
         torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-6, rtol=0)
     assert (perturbation_norms(batched - images, norm) <= radii * (1 + 1e-5)).all()
 
 
 @pytest.mark.parametrize(
-    "eps", [torch.tensor([0.1]), torch.tensor([0.1, 0.0]), torch.tensor([0.1, float("nan")]),
-            torch.tensor([1, 2]), [0.1, 0.2]])
+    "eps",
+    [
+        torch.tensor([0.1]),
+        torch.tensor([0.1, 0.0]),
+        torch.tensor([0.1, float("nan")]),
+        torch.tensor([1, 2]),
+        [0.1, 0.2],
+    ],
+)
 def test_bad_per_image_radii_are_refused(tiny_cnn, eps) -> None:
     with pytest.raises(ValueError, match=r"\beps\b"):
         PGD(tiny_cnn)(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), eps=eps)

@@ -31,8 +31,7 @@ def certified_points(model, generator):
     # keeps R >= 0.8 d here (checked below), and R <= d with probability >= 1 - alpha each.
     distances = [sign * f * SIGMA for f in (0.5, 0.75, 1.0) for sign in (1.0, -1.0)]
     images = [model.point_at_distance(d) for d in distances]
-    certificates = [certify(model, x, SIGMA, 100, 10_000, 0.001, 10_000, generator)
-                    for x in images]
+    certificates = [certify(model, x, SIGMA, 100, 10_000, 0.001, 10_000, generator) for x in images]
     for d, cert in zip(distances, certificates):
         assert cert.label == int(d > 0)
         assert 0.8 * abs(d) <= cert.radius <= abs(d)
@@ -45,8 +44,16 @@ def test_a_correct_certifier_shows_no_violation(centred_linear) -> None:
     generator = seeded(0)
     images, certificates = certified_points(centred_linear, generator)
     config = AuditConfig(sigma=SIGMA, n=2000, attack_batch=4)  # two batches: 4 + 2
-    records = dict(audit(centred_linear, images, [c.label for c in certificates],
-                         [c.radius for c in certificates], config, generator))
+    records = dict(
+        audit(
+            centred_linear,
+            images,
+            [c.label for c in certificates],
+            [c.radius for c in certificates],
+            config,
+            generator,
+        )
+    )
     assert sorted(records) == list(range(len(images)))
     for position, record in records.items():
         assert record.label == certificates[position].label
@@ -67,9 +74,12 @@ def test_the_audit_catches_radii_inflated_twofold(centred_linear) -> None:
     images, certificates = certified_points(centred_linear, generator)
     inflated = [2 * c.radius for c in certificates]
     config = AuditConfig(sigma=SIGMA, n=2000, attack_batch=4)  # two batches: 4 + 2
-    records = [record for _, record in audit(centred_linear, images,
-                                             [c.label for c in certificates], inflated,
-                                             config, generator)]
+    records = [
+        record
+        for _, record in audit(
+            centred_linear, images, [c.label for c in certificates], inflated, config, generator
+        )
+    ]
     assert len(records) == len(images)
     assert all(record.violation for record in records)
     assert all(record.prediction == 1 - record.label for record in records)
@@ -85,10 +95,18 @@ def test_abstentions_and_zero_radii_are_not_attacked(tiny_cnn) -> None:
 
 @pytest.mark.parametrize(
     ("changes", "name"),
-    [({"sigma": 0.0}, "sigma"), ({"n": 0}, "n"), ({"alpha": 1.0}, "alpha"),
-     ({"eot_samples": 0}, "eot_samples"), ({"steps": 0}, "steps"), ({"restarts": 0}, "restarts"),
-     ({"shrink": 0.0}, "shrink"), ({"shrink": 1.5}, "shrink"), ({"batch_size": 0}, "batch_size"),
-     ({"attack_batch": 0}, "attack_batch")],
+    [
+        ({"sigma": 0.0}, "sigma"),
+        ({"n": 0}, "n"),
+        ({"alpha": 1.0}, "alpha"),
+        ({"eot_samples": 0}, "eot_samples"),
+        ({"steps": 0}, "steps"),
+        ({"restarts": 0}, "restarts"),
+        ({"shrink": 0.0}, "shrink"),
+        ({"shrink": 1.5}, "shrink"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"attack_batch": 0}, "attack_batch"),
+    ],
 )
 def test_bad_configuration_is_refused(changes: dict, name: str) -> None:
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
