@@ -123,3 +123,14 @@ def test_bad_certificates_are_refused(tiny_cnn) -> None:
         audit_certificate(tiny_cnn, x, -2, 0.5, config)
     with pytest.raises(ValueError, match="radii"):
         list(audit(tiny_cnn, [x, x], [1, 1], [0.5], config))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_audit_runs_on_cuda(tiny_cnn) -> None:
+    model = tiny_cnn.cuda()
+    images = [torch.rand(1, 8, 8, generator=seeded(4)) for _ in range(2)]
+    config = AuditConfig(sigma=SIGMA, n=200, steps=2, eot_samples=2)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    records = list(audit(model, images, [1, 2], [0.3, 0.4], config, generator))
+    assert [position for position, _ in records] == [0, 1]
+    assert [record.epsilon for _, record in records] == pytest.approx([0.297, 0.396])
