@@ -63,8 +63,15 @@ def plot_certified_accuracy(
         ax.plot(radii, accuracies, drawstyle="steps-pre", linewidth=1.8, label=label)
     if envelope:
         radii, accuracies = envelope_curve(results_by_label.values())
-        ax.plot(radii, accuracies, drawstyle="steps-pre", color="black", linestyle="--",
-                linewidth=1.2, label="envelope")
+        ax.plot(
+            radii,
+            accuracies,
+            drawstyle="steps-pre",
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label="envelope",
+        )
     ax.set_xlabel(RADIUS_LABEL)
     ax.set_ylabel(ACCURACY_LABEL)
     ax.set_xlim(left=0)

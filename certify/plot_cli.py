@@ -43,22 +43,43 @@ def non_negative_float(text: str) -> float:
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="certify-plot", description="Draw the certified-accuracy curve "
-                           "of Cohen-format results files and print their table.")
+    parser = OneLineParser(
+        prog="certify-plot",
+        description="Draw the certified-accuracy curve "
+        "of Cohen-format results files and print their table.",
+    )
     parser.add_argument("results", nargs="+", type=Path, help="Cohen-format results files")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="figure to write: .png, .pdf or .svg")
-    parser.add_argument("--labels", nargs="+", default=None,
-                        help="one legend label per results file (default: its sigma)")
-    parser.add_argument("--envelope", action="store_true",
-                        help="also draw the envelope (pointwise maximum) of the curves")
-    parser.add_argument("--radii", nargs="+", type=non_negative_float, default=None,
-                        help="print a table of certified accuracy at these L2 radii")
-    parser.add_argument("--latex", action="store_true",
-                        help="print the table in LaTeX instead of Markdown")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="figure to write: .png, .pdf or .svg"
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="one legend label per results file (default: its sigma)",
+    )
+    parser.add_argument(
+        "--envelope",
+        action="store_true",
+        help="also draw the envelope (pointwise maximum) of the curves",
+    )
+    parser.add_argument(
+        "--radii",
+        nargs="+",
+        type=non_negative_float,
+        default=None,
+        help="print a table of certified accuracy at these L2 radii",
+    )
+    parser.add_argument(
+        "--latex", action="store_true", help="print the table in LaTeX instead of Markdown"
+    )
     parser.add_argument("--title", default=None, help="a title for the figure")
-    parser.add_argument("--dpi", type=int, default=125,
-                        help="PNG resolution; the figure is 6.4 in wide (default 125: 800 px)")
+    parser.add_argument(
+        "--dpi",
+        type=int,
+        default=125,
+        help="PNG resolution; the figure is 6.4 in wide (default 125: 800 px)",
+    )
     return parser
 
 
@@ -75,8 +96,9 @@ def load_labelled(paths: list[Path], labels: list[str] | None) -> dict[str, Cert
     labels = labels or [default_label(path) for path in paths]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise UserError(f"several results files have the label {repeated[0]!r}; name each "
-                        "with --labels")
+        raise UserError(
+            f"several results files have the label {repeated[0]!r}; name each with --labels"
+        )
     return {label: read_results(path) for label, path in zip(labels, paths)}
 
 
@@ -99,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         from certify.plot import plot_certified_accuracy
 
-        figure = plot_certified_accuracy(results_by_label, envelope=args.envelope,
-                                         title=args.title)
+        figure = plot_certified_accuracy(results_by_label, envelope=args.envelope, title=args.title)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.out, dpi=args.dpi)
         print(f"certify-plot: wrote {args.out}", file=sys.stderr)

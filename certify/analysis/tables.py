@@ -22,8 +22,13 @@ from certify.analysis.reader import CertifiedResults
 TABLE_STYLES = ("markdown", "latex")
 
 _LATEX_SPECIALS = {char: "\\" + char for char in "&%$#_{}"} | {
-    "\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}", "σ": r"$\sigma$",
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "|": r"\textbar{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "σ": r"$\sigma$",
 }
 
 
@@ -100,7 +105,8 @@ def _latex(labels: list[str], headers: list[str], cells: list[list[str]]) -> str
     lines = [
         r"\begin{tabular}{l" + "r" * len(headers) + "}",
         r"\hline",
-        " & " + " & ".join(f"${header}$" if header != "ACR" else header for header in headers)
+        " & "
+        + " & ".join(f"${header}$" if header != "ACR" else header for header in headers)
         + r" \\",
         r"\hline",
     ]

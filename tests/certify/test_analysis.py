@@ -144,8 +144,11 @@ def test_reader_accepts_timedelta_times_and_keeps_extra_columns(tmp_path):
     )
     results = read_results(path)
     np.testing.assert_array_equal(results.time, [15.4, 86400 + 3723.5])
-    assert results.extra == {"pA_lower": ("0.93", "0.41"), "count": ("93000", "41000"),
-                             "samples": ("100000", "100000")}
+    assert results.extra == {
+        "pA_lower": ("0.93", "0.41"),
+        "count": ("93000", "41000"),
+        "samples": ("100000", "100000"),
+    }
     np.testing.assert_array_equal(results.predict, [3, -1])
 
 
@@ -220,8 +223,9 @@ def test_markdown_table_marks_the_best_entry_per_radius():
 
 
 def test_latex_table_escapes_labels_and_marks_the_best_entry():
-    table = certified_accuracy_table({"σ = 0.25 & 50%": HAND_MADE, "b_2": OTHER}, [0.125],
-                                     style="latex", decimals=2)
+    table = certified_accuracy_table(
+        {"σ = 0.25 & 50%": HAND_MADE, "b_2": OTHER}, [0.125], style="latex", decimals=2
+    )
     # At r = 0.125 both have 3 of 6 correct with radius >= r: a tie, both bold.
     assert table == (
         "\\begin{tabular}{lrr}\n"
@@ -235,9 +239,14 @@ def test_latex_table_escapes_labels_and_marks_the_best_entry():
     )
 
 
-@pytest.mark.parametrize("arguments, problem", [
-    ({"style": "html"}, "style"), ({"decimals": -1}, "decimals"), ({"decimals": 1.5}, "decimals"),
-])
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [
+        ({"style": "html"}, "style"),
+        ({"decimals": -1}, "decimals"),
+        ({"decimals": 1.5}, "decimals"),
+    ],
+)
 def test_table_refuses_bad_arguments(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         certified_accuracy_table({"a": HAND_MADE}, [0.0], **arguments)
@@ -245,14 +254,17 @@ def test_table_refuses_bad_arguments(arguments, problem):
         certified_accuracy_table({}, [0.0])
 
 
-@pytest.mark.parametrize("name, sigma", [
-    ("cifar10_resnet110_noise0.25_sigma0.25.tsv", 0.25),
-    ("sigma_0.50", 0.5),  # Cohen et al.'s layout: noise_0.50/test/sigma_0.50
-    # our certify's name: the model's training sigma first, the certification sigma last
-    ("digits-sigma0.50_digits-test_sigma0.25_n100000.tsv", 0.25),
-    ("Sigma-1.tsv", 1.0),
-    ("noise_0.25.tsv", None),
-])
+@pytest.mark.parametrize(
+    "name, sigma",
+    [
+        ("cifar10_resnet110_noise0.25_sigma0.25.tsv", 0.25),
+        ("sigma_0.50", 0.5),  # Cohen et al.'s layout: noise_0.50/test/sigma_0.50
+        # our certify's name: the model's training sigma first, the certification sigma last
+        ("digits-sigma0.50_digits-test_sigma0.25_n100000.tsv", 0.25),
+        ("Sigma-1.tsv", 1.0),
+        ("noise_0.25.tsv", None),
+    ],
+)
 def test_sigma_from_the_file_name(tmp_path, name, sigma):
     assert sigma_of(tmp_path / name) == sigma
 

@@ -19,8 +19,12 @@ def make_results(seed: int, scale: float) -> CertifiedResults:
     labels, predictions = rng.integers(0, 3, 40), rng.integers(-1, 3, 40)
     radii = np.where(predictions == -1, 0.0, rng.random(40) * scale)
     return CertifiedResults(
-        idx=np.arange(40), label=labels, predict=predictions, radius=radii,
-        correct=(labels == predictions).astype(int), time=np.ones(40),
+        idx=np.arange(40),
+        label=labels,
+        predict=predictions,
+        radius=radii,
+        correct=(labels == predictions).astype(int),
+        time=np.ones(40),
     )
 
 
@@ -42,7 +46,10 @@ def test_one_line_per_results_plus_envelope_with_the_right_values():
     (ax,) = figure.axes
     assert [line.get_label() for line in ax.lines] == ["σ = 0.25", "σ = 0.50", "envelope"]
     assert [text.get_text() for text in ax.get_legend().get_texts()] == [
-        "σ = 0.25", "σ = 0.50", "envelope"]
+        "σ = 0.25",
+        "σ = 0.50",
+        "envelope",
+    ]
     assert ax.get_xlabel() == RADIUS_LABEL and "L2 radius" in RADIUS_LABEL
     assert ax.get_ylabel() == ACCURACY_LABEL and "certified accuracy" in ACCURACY_LABEL
     probes = np.linspace(0, 0.99, 67)

@@ -17,14 +17,30 @@ from certify.results import settings_path
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tpA_lower\tcount\tsamples\n"
 ROWS = {  # sigma -> rows (radii grow with sigma, accuracy falls), Cohen's columns then ours
-    "0.12": ["0\t1\t1\t0.2\t1\t1.5\t0.9\t90\t100", "1\t2\t2\t0.1\t1\t0:00:01.5\t0.8\t80\t100",
-             "2\t3\t3\t0.3\t1\t1.5\t0.99\t99\t100", "3\t4\t0\t0.3\t0\t1.5\t0.99\t99\t100"],
-    "0.25": ["0\t1\t1\t0.5\t1\t1.5\t0.9\t90\t100", "1\t2\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
-             "2\t3\t3\t0.7\t1\t1.5\t0.99\t99\t100", "3\t4\t4\t0.1\t1\t1.5\t0.6\t60\t100"],
-    "0.50": ["0\t1\t1\t1.0\t1\t1.5\t0.9\t90\t100", "1\t2\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
-             "2\t3\t3\t1.2\t1\t1.5\t0.99\t99\t100", "3\t4\t0\t0.3\t0\t1.5\t0.6\t60\t100"],
-    "1.00": ["0\t1\t1\t1.5\t1\t1.5\t0.9\t90\t100", "1\t2\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
-             "2\t3\t-1\t0.0\t0\t1.5\t0.4\t40\t100", "3\t4\t0\t0.3\t0\t1.5\t0.6\t60\t100"],
+    "0.12": [
+        "0\t1\t1\t0.2\t1\t1.5\t0.9\t90\t100",
+        "1\t2\t2\t0.1\t1\t0:00:01.5\t0.8\t80\t100",
+        "2\t3\t3\t0.3\t1\t1.5\t0.99\t99\t100",
+        "3\t4\t0\t0.3\t0\t1.5\t0.99\t99\t100",
+    ],
+    "0.25": [
+        "0\t1\t1\t0.5\t1\t1.5\t0.9\t90\t100",
+        "1\t2\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
+        "2\t3\t3\t0.7\t1\t1.5\t0.99\t99\t100",
+        "3\t4\t4\t0.1\t1\t1.5\t0.6\t60\t100",
+    ],
+    "0.50": [
+        "0\t1\t1\t1.0\t1\t1.5\t0.9\t90\t100",
+        "1\t2\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
+        "2\t3\t3\t1.2\t1\t1.5\t0.99\t99\t100",
+        "3\t4\t0\t0.3\t0\t1.5\t0.6\t60\t100",
+    ],
+    "1.00": [
+        "0\t1\t1\t1.5\t1\t1.5\t0.9\t90\t100",
+        "1\t2\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
+        "2\t3\t-1\t0.0\t0\t1.5\t0.4\t40\t100",
+        "3\t4\t0\t0.3\t0\t1.5\t0.6\t60\t100",
+    ],
 }
 
 
@@ -62,8 +78,9 @@ def drawn(monkeypatch) -> list:
     return figures
 
 
-def test_png_with_one_line_per_file_plus_envelope_labelled_by_sigma(results_files, tmp_path,
-                                                                   capsys, drawn):
+def test_png_with_one_line_per_file_plus_envelope_labelled_by_sigma(
+    results_files, tmp_path, capsys, drawn
+):
     out = tmp_path / "figures" / "curve.png"
     status, stdout, stderr = run_cli([*results_files, "--envelope", "--out", out], capsys)
     assert (status, stdout, stderr) == (0, "", f"certify-plot: wrote {out}\n")
@@ -71,7 +88,12 @@ def test_png_with_one_line_per_file_plus_envelope_labelled_by_sigma(results_file
     assert (width, height) == (800, 525)
     (ax,) = drawn[0].axes
     assert [line.get_label() for line in ax.lines] == [
-        "σ = 0.12", "σ = 0.25", "σ = 0.50", "σ = 1.00", "envelope"]
+        "σ = 0.12",
+        "σ = 0.25",
+        "σ = 0.50",
+        "σ = 1.00",
+        "envelope",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -85,9 +107,7 @@ def test_format_follows_the_extension(results_files, tmp_path, capsys, suffix, m
 
 def test_table_in_markdown_and_latex(results_files, capsys):
     radii = [0.0, 0.25, 0.5, 1.0]
-    expected = {
-        f"σ = {sigma}": read_results(path) for sigma, path in zip(ROWS, results_files)
-    }
+    expected = {f"σ = {sigma}": read_results(path) for sigma, path in zip(ROWS, results_files)}
     status, stdout, _ = run_cli([*results_files, "--radii", *radii], capsys)
     assert status == 0 and stdout == certified_accuracy_table(expected, radii)
     # Counted by hand from ROWS: at r = 0.25, sigma 0.12 keeps 1 of 4 and sigma 0.25 keeps 2.
@@ -133,11 +153,14 @@ def test_user_errors_exit_2_with_one_line(results_files, tmp_path, capsys, case)
     assert problem in stderr
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("", "empty"),
-    ("idx,label,predict,radius,correct,time\n0,1,1,0.5,1,1.5\n", "not tab-separated"),
-    ("idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t1.5\n", "lacks column(s) radius"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "empty"),
+        ("idx,label,predict,radius,correct,time\n0,1,1,0.5,1,1.5\n", "not tab-separated"),
+        ("idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t1.5\n", "lacks column(s) radius"),
+    ],
+)
 def test_bad_results_file_exits_2_naming_it(tmp_path, capsys, text, problem):
     path = tmp_path / "bad_sigma0.25.tsv"
     path.write_text(text, encoding="utf-8")
@@ -150,9 +173,18 @@ def test_bad_results_file_exits_2_naming_it(tmp_path, capsys, text, problem):
 def test_runs_as_a_module(results_files, tmp_path):
     out = tmp_path / "c.svg"
     done = subprocess.run(
-        [sys.executable, "-m", "certify.plot_cli", *map(str, results_files), "--out", str(out),
-         "--radii", "0.5"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "certify.plot_cli",
+            *map(str, results_files),
+            "--out",
+            str(out),
+            "--radii",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert out.is_file() and done.stdout.startswith("|  | r = 0.50 | ACR |")
