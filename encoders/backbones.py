@@ -115,6 +115,11 @@ class CifarResNet18(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
+def default_architecture(dataset: str) -> str:
+    """small_cnn for the 8x8 digits, the CIFAR ResNet-18 for every other data set."""
+    return "small_cnn" if dataset == "digits" else "resnet18"
+
+
 def build_encoder(architecture: str, in_channels: int) -> nn.Module:
     """The encoder named ``architecture`` (one of :data:`ARCHITECTURES`); it has ``feature_dim``.
 

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from encoders.backbones import ARCHITECTURES, Classifier, build_classifier
-from encoders.checkpoint import classifier_from_state, load_checkpoint, save_checkpoint, versions
+from encoders.backbones import ARCHITECTURES, Classifier, build_classifier, default_architecture
+from encoders.checkpoint import load_checkpoint, save_checkpoint, versions
 from encoders.data import DATASET_NAMES, ImageDataset, load_dataset
+from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
 from encoders.training import (
     Processes,
@@ -81,41 +82,47 @@ def _check(config: FinetuneConfig) -> None:
         )
 
 
-def _initial_model(config: FinetuneConfig, train: ImageDataset) -> tuple[Classifier, dict, str]:
-    """The classifier to train, the pre-training recipe (or None) and the data set name."""
+def _initial_model(
+    config: FinetuneConfig, train: ImageDataset
+) -> tuple[Classifier, dict | None, str]:
+    """The classifier to train, the pre-training recipe (None for the baseline), the architecture.
+
+    Raises:
+        ValueError: if the encoder checkpoint is of another data set or does not fit the data.
+    """
     if config.encoder is None:
-        architecture = config.architecture or (
-            "small_cnn" if config.dataset == "digits" else "resnet18"
-        )
+        architecture = config.architecture or default_architecture(config.dataset)
         model = build_classifier(
             architecture, train.num_classes, train.input_shape, *channel_stats(train)
         )
         return model, None, architecture
     pretrained = load_checkpoint(config.encoder, kind="simclr")
     metadata = pretrained["metadata"]
-    if metadata["dataset"] != config.dataset:
+    if metadata["dataset"] != config.dataset or metadata["input_shape"] != train.input_shape:
         raise ValueError(
-            f"--encoder was pre-trained on {metadata['dataset']!r}, not {config.dataset!r}"
+            f"--encoder was pre-trained on {metadata['dataset']!r} {metadata['input_shape']}, "
+            f"not {config.dataset!r} {train.input_shape}"
         )
+    channels = train.input_shape[0]
+    model = build_classifier(
+        metadata["architecture"],
+        train.num_classes,
+        train.input_shape,
+        [0.0] * channels,
+        [1.0] * channels,
+    )
     encoder_state = {
         key: value
         for key, value in pretrained["state_dict"].items()
         if key.startswith(("normalize.", "encoder."))
     }
-    head = build_classifier(
-        metadata["architecture"],
-        train.num_classes,
-        train.input_shape,
-        [0.0] * train.input_shape[0],
-        [1.0] * train.input_shape[0],
-    ).head.state_dict()
-    state = {**encoder_state, **{f"head.{key}": value for key, value in head.items()}}
-    classifier_metadata = {**metadata, "num_classes": train.num_classes}
-    return (
-        classifier_from_state(classifier_metadata, state),
-        metadata["recipe"],
-        metadata["architecture"],
-    )
+    try:
+        missing, _ = model.load_state_dict(encoder_state, strict=False)
+    except RuntimeError as error:
+        raise CheckpointError(f"--encoder weights do not fit ({one_line(error)})") from error
+    if any(not key.startswith("head.") for key in missing):
+        raise CheckpointError(f"--encoder lacks weights such as {missing[0]}")
+    return model, metadata["recipe"], metadata["architecture"]
 
 
 def finetune(config: FinetuneConfig, progress: bool = False) -> Path:

@@ -28,7 +28,7 @@ import torch.distributed.nn.functional as dist_fn
 from tqdm import tqdm
 
 from encoders.augment import AugmentConfig, augment
-from encoders.backbones import ARCHITECTURES, Normalize, build_encoder
+from encoders.backbones import ARCHITECTURES, Normalize, build_encoder, default_architecture
 from encoders.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, versions
 from encoders.data import DATASET_NAMES, load_dataset
 from encoders.errors import one_line
@@ -65,7 +65,7 @@ class PretrainConfig:
 
     @property
     def backbone(self) -> str:
-        return self.architecture or ("small_cnn" if self.dataset == "digits" else "resnet18")
+        return self.architecture or default_architecture(self.dataset)
 
     def recipe(self, world_size: int) -> dict:
         """What determines the weights (not where files live or which device runs it)."""
