@@ -43,7 +43,8 @@ def certified_accuracy_table(
 
     Rows follow the order of ``results_by_label``; columns are ``r = <radius>`` for each radius,
     then ``ACR``. In every column the entries whose printed value is the largest are bold (all of
-    them on a tie), since that is the comparison a reader of the table can check.
+    them on a tie), since that is the comparison a reader of the table can check; a column in
+    which every row prints the same value (a one-row table, or all 0.000) has nothing bold.
 
     Args:
         results_by_label: row label (e.g. ``"σ = 0.25"``) -> results; at least one.
@@ -71,6 +72,7 @@ def certified_accuracy_table(
     ]
     printed = np.round(np.array(columns), decimals)  # (rows, len(radii) + 1)
     best = printed == printed.max(axis=0, keepdims=True)  # (rows, len(radii) + 1)
+    best &= ~best.all(axis=0, keepdims=True)  # a column where every row ties has no best entry
     headers = [f"r = {short_number(radius)}" for radius in radii] + ["ACR"]
     cells = [
         [_bold(f"{value:.{decimals}f}", is_best, style) for value, is_best in zip(row, best_row)]

@@ -213,12 +213,13 @@ OTHER = make_results([1, 2, 3, 4, 5, 6], [1, 2, 3, 0, 0, -1], [0.5, 1.0, 1.0, 0.
 
 def test_markdown_table_marks_the_best_entry_per_radius():
     table = certified_accuracy_table({"σ = 0.25": HAND_MADE, "σ = 0.50": OTHER}, [0.0, 0.3, 0.75])
-    # HAND_MADE: 4/6, 3/6, 1/6, ACR 1.5/6; OTHER: 3/6, 3/6 (tie), 2/6, ACR 2.5/6, counted by hand.
+    # HAND_MADE: 4/6, 3/6, 1/6, ACR 1.5/6; OTHER: 3/6, 3/6, 2/6, ACR 2.5/6, counted by hand; at
+    # r = 0.3 every row ties, so that column has no best entry.
     assert table == (
         "|  | r = 0.00 | r = 0.30 | r = 0.75 | ACR |\n"
         "|---|---|---|---|---|\n"
-        "| σ = 0.25 | **0.667** | **0.500** | 0.167 | 0.250 |\n"
-        "| σ = 0.50 | 0.500 | **0.500** | **0.333** | **0.417** |\n"
+        "| σ = 0.25 | **0.667** | 0.500 | 0.167 | 0.250 |\n"
+        "| σ = 0.50 | 0.500 | 0.500 | **0.333** | **0.417** |\n"
     )
 
 
@@ -226,14 +227,14 @@ def test_latex_table_escapes_labels_and_marks_the_best_entry():
     table = certified_accuracy_table(
         {"σ = 0.25 & 50%": HAND_MADE, "b_2": OTHER}, [0.125], style="latex", decimals=2
     )
-    # At r = 0.125 both have 3 of 6 correct with radius >= r: a tie, both bold.
+    # At r = 0.125 both have 3 of 6 correct with radius >= r: a tie of all rows, nothing bold.
     assert table == (
         "\\begin{tabular}{lrr}\n"
         "\\hline\n"
         " & $r = 0.125$ & ACR \\\\\n"
         "\\hline\n"
-        "$\\sigma$ = 0.25 \\& 50\\% & \\textbf{0.50} & 0.25 \\\\\n"
-        "b\\_2 & \\textbf{0.50} & \\textbf{0.42} \\\\\n"
+        "$\\sigma$ = 0.25 \\& 50\\% & 0.50 & 0.25 \\\\\n"
+        "b\\_2 & 0.50 & \\textbf{0.42} \\\\\n"
         "\\hline\n"
         "\\end{tabular}\n"
     )
@@ -275,3 +276,14 @@ def test_sigma_from_the_settings_file_comes_first(tmp_path):
     assert sigma_of(path) == 0.12
     settings_path(path).write_text("damaged", encoding="utf-8")
     assert sigma_of(path) == 0.25
+
+
+def test_ties_for_best_are_all_bold_unless_every_row_ties():
+    # At r = 0.3 "a" and "b" tie for best (3/6) above "c" (0/6): both bold. At r = 2 every row
+    # prints 0.000, and a one-row table has no comparison to mark either: nothing bold.
+    third = make_results([1, 2], [0, 0], [0.5, 0.5])
+    table = certified_accuracy_table({"a": HAND_MADE, "b": OTHER, "c": third}, [0.3, 2.0])
+    assert "| a | **0.500** | 0.000 | 0.250 |" in table
+    assert "| b | **0.500** | 0.000 | **0.417** |" in table
+    assert "| c | 0.000 | 0.000 | 0.000 |" in table
+    assert "**" not in certified_accuracy_table({"a": HAND_MADE}, [0.0, 0.5])

@@ -130,7 +130,7 @@ def test_a_file_without_sigma_is_labelled_by_its_name(tmp_path, capsys):
     path = tmp_path / "baseline.tsv"
     path.write_text(HEADER + ROWS["0.25"][0] + "\n", encoding="utf-8")
     status, stdout, _ = run_cli([path, "--radii", 0], capsys)
-    assert status == 0 and "| baseline.tsv | **1.000** |" in stdout
+    assert status == 0 and "| baseline.tsv | 1.000 | 0.500 |" in stdout
 
 
 BAD_RUNS = {
