@@ -138,7 +138,7 @@ def read_results(path: str | os.PathLike) -> CertifiedResults:
         (500, 0.378)
     """
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding="utf-8-sig") as file:  # tolerates a byte-order mark
             lines = [line.rstrip("\r\n") for line in file]
         return _parse_lines(lines)
     except (OSError, UnicodeDecodeError, ValueError) as error:

@@ -152,6 +152,19 @@ def test_reader_accepts_timedelta_times_and_keeps_extra_columns(tmp_path):
     np.testing.assert_array_equal(results.predict, [3, -1])
 
 
+def test_reader_accepts_windows_line_ends_and_a_byte_order_mark(tmp_path):
+    path = tmp_path / "results.tsv"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + (HEADER + "0\t3\t3\t0.378\t1\t15.4\n").replace("\n", "\r\n").encode()
+    )
+    results = read_results(path)
+    assert (results.idx.tolist(), results.radius.tolist(), results.time.tolist()) == (
+        [0],
+        [0.378],
+        [15.4],
+    )
+
+
 @pytest.mark.parametrize(
     "text, seconds",
     [("15.4", 15.4), ("0:00:15.400000", 15.4), ("2:03:04", 7384.0), ("1 day, 0:00:01", 86401.0)],
