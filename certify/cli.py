@@ -255,15 +255,11 @@ def report(out: Path, kind: str, plot: bool) -> None:
 
         matplotlib.use("Agg")
         from certify.plot import plot_certified_accuracy
+        from certify.plot_cli import default_label
 
-        figure = plot_certified_accuracy({f"sigma = {results_sigma(out)}": results})
+        figure = plot_certified_accuracy({default_label(out): results})
         figure.savefig(out.with_suffix(".png"), dpi=150, bbox_inches="tight")
         print(f"  curve                                      {out.with_suffix('.png')}")
-
-
-def results_sigma(out: Path) -> float:
-    """The sigma recorded beside a results file."""
-    return json.loads(settings_path(out).read_text(encoding="utf-8"))["sigma"]
 
 
 def main(argv: list[str] | None = None) -> int:
