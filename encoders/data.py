@@ -105,7 +105,10 @@ class ImageDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _pixels(images: torch.Tensor) -> torch.Tensor:
-        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        """A fresh float32 copy in [0, 1], so callers may modify it in place."""
+        if images.dtype == torch.uint8:
+            return images.float().div_(255.0)
+        return images.to(torch.float32, copy=True)
 
 
 def default_root() -> Path:

@@ -115,3 +115,12 @@ def test_fashion_mnist_is_found_where_debian_installs_it(tmp_path, monkeypatch):
     )  # the package ships the four .gz files
     monkeypatch.setattr("encoders.data.DEBIAN_FASHION_MNIST", debian)
     assert len(load_dataset("fashion-mnist", "test", tmp_path / "empty-root")) == 2
+
+
+def test_items_are_copies_that_callers_may_modify():
+    test = load_dataset("digits", "test")
+    image, _ = test[0]
+    before = test.images[0].clone()
+    image.add_(1.0)
+    test.batch(torch.tensor([0]))[0].zero_()
+    assert torch.equal(test.images[0], before)
