@@ -16,13 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from certify.attacks.pgd import PGD, PGDConfig
 from certify.smoothing import check_count, check_positive
-
-_LOG_FLOOR = 1e-12  # keeps -log(probability) finite when the soft classifier gives the class 0
 
 
 class NaiveSmoothedPGD(PGD):
@@ -107,6 +107,8 @@ class EOTPGD(PGD):
             repeated.shape, generator=generator, device=inputs.device, dtype=inputs.dtype
         )
         logits = self.model(repeated + self.sigma * noise)  # (B*m, K)
-        soft = logits.softmax(dim=1).view(batch, m, -1).mean(dim=1)  # (B, K)
-        chosen = soft.gather(1, labels.view(-1, 1)).squeeze(1)  # (B,)
-        return -chosen.clamp_min(_LOG_FLOOR).log()
+        log_probs = logits.log_softmax(dim=1).view(batch, m, -1)  # (B, m, K)
+        chosen = log_probs.gather(2, labels.view(-1, 1, 1).expand(-1, m, 1)).squeeze(2)  # (B, m)
+        # log((1/m) sum_j p_j) computed in log space: no floor is needed when the label's
+        # probability underflows, and the gradient does not vanish there.
+        return math.log(m) - torch.logsumexp(chosen, dim=1)
