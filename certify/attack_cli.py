@@ -104,7 +104,13 @@ def epsilon(text: str) -> float:
 
 
 def build_parser(prog: str, auditing: bool) -> OneLineParser:
-    parser = OneLineParser(prog=prog, description=(__doc__ or "").split("\n")[0])
+    description = (
+        "Attack every certified image with L2 EOT-PGD just inside its radius; count violations."
+        if auditing else
+        "Clean and robust accuracy of a classifier and its smoothed classifier under PGD, "
+        "naive PGD and EOT-PGD."
+    )
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--sigma", type=positive_float, required=True,
                         help="noise level of the smoothed classifier")
     if auditing:
