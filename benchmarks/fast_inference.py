@@ -68,7 +68,7 @@ def main() -> None:
     for name, model, shape, repeats in [("digits", digits, (1, 8, 8), 20),
                                         ("resnet18", resnet, (3, 32, 32), 2)]:
         if device.type == "cuda":
-            repeats *= 10
+            repeats *= 3
         batch = torch.rand((args.batch, *shape), device=device)
         variants = {label: accelerate(model, o) for label, o in options.items()}
         for variant in variants.values():
