@@ -50,37 +50,29 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
         return 130
 
 
+def _argument(text: str, convert: type, valid: Callable[[float], bool], expected: str) -> Any:
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _argument(text, float, lambda value: 0 < value < float("inf"), "a finite number > 0")
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (underscores allowed, as in 100_000)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return _argument(text, int, lambda value: value >= 1, "an integer >= 1")
 
 
 def probability(text: str) -> float:
     """argparse type: a float in the open interval (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
+    return _argument(text, float, lambda value: 0 < value < 1, "a number in (0, 1)")
 
 
 def resolve_device(name: str) -> torch.device:

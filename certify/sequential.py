@@ -36,8 +36,8 @@ from scipy.stats import norm
 
 from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
 from certify.smoothing import (
-    ABSTAIN,
     Certificate,
+    certificate_from_votes,
     check_alpha,
     check_count,
     check_positive,
@@ -143,7 +143,4 @@ def certify_sequential(
         drawn = size
         if _settled(count, drawn, look_alpha, schedule.alphas[-1], n, sigma, radius, tolerance):
             break
-    pA_lower = clopper_pearson_lower(count, drawn, look_alpha)
-    if pA_lower < 0.5:
-        return Certificate(ABSTAIN, 0.0, pA_lower, count, drawn)
-    return Certificate(candidate, radius_from_bound(sigma, pA_lower), pA_lower, count, drawn)
+    return certificate_from_votes(candidate, count, drawn, sigma, look_alpha)

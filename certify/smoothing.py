@@ -206,6 +206,20 @@ def radius_from_bound(sigma: float, pA_lower: float) -> float:
     return float(sigma * norm.ppf(pA_lower))
 
 
+def certificate_from_votes(
+    candidate: int, count: int, samples: int, sigma: float, alpha: float
+) -> Certificate:
+    """The certificate for ``candidate`` from ``count`` of its votes among ``samples`` fresh draws.
+
+    pA_lower is the one-sided (1 - alpha) Clopper-Pearson bound; the radius is
+    sigma * PhiInv(pA_lower), or the answer is ``ABSTAIN`` when pA_lower < 1/2 (Cohen et al. 2019).
+    """
+    pA_lower = clopper_pearson_lower(count, samples, alpha)
+    if pA_lower < 0.5:
+        return Certificate(ABSTAIN, 0.0, pA_lower, count, samples)
+    return Certificate(candidate, radius_from_bound(sigma, pA_lower), pA_lower, count, samples)
+
+
 def certify(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -268,11 +282,7 @@ def certify(
     selection = sample_counts(model, x, sigma, n0, batch_size, generator, num_classes)
     candidate = int(selection.argmax())
     estimation = sample_counts(model, x, sigma, n, batch_size, generator, len(selection))
-    count = int(estimation[candidate])
-    pA_lower = clopper_pearson_lower(count, n, alpha)
-    if pA_lower < 0.5:
-        return Certificate(ABSTAIN, 0.0, pA_lower, count, n)
-    return Certificate(candidate, radius_from_bound(sigma, pA_lower), pA_lower, count, n)
+    return certificate_from_votes(candidate, int(estimation[candidate]), n, sigma, alpha)
 
 
 class Smooth:
