@@ -54,3 +54,15 @@ def test_fastest_batch_size_is_a_candidate(cnn) -> None:
     assert fastest_batch_size(cnn, (3, 16, 16), (16, 64), samples_per_try=128) in (16, 64)
     with pytest.raises(ValueError, match="candidates"):
         fastest_batch_size(cnn, (3, 16, 16), ())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_options_on_cuda_keep_the_logits_and_pick_a_batch(cnn) -> None:
+    model = cnn.cuda()
+    batch = torch.rand(64, 3, 16, 16, device="cuda")
+    with torch.inference_mode():
+        plain = model(batch)
+        fast = accelerate(model, FastOptions(channels_last=True, bfloat16=True))(batch)
+    assert (fast - plain).abs().max() <= 0.1 * plain.abs().max()
+    assert fastest_batch_size(model, (3, 16, 16), (64, 256), samples_per_try=512) in (64, 256)
+    cnn.cpu()

@@ -86,3 +86,12 @@ def test_bad_arguments_are_refused(linear_model) -> None:
             certify(linear_model, x, SIGMA, 10, 100, 0.01, 100, **kwargs)
     with pytest.raises(ValueError, match="alpha"):
         certify_sequential(linear_model, x, SIGMA, 10, 100, 1.5, 100, radius=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sequential_on_cuda(linear_model) -> None:
+    model = linear_model.cuda()
+    x = model.point_at_distance(0.6).cpu()
+    cert = certify(model, x, SIGMA, 100, 100_000, 0.001, 10_000, radius=0.25,
+                   generator=torch.Generator(device="cuda").manual_seed(0))
+    assert cert.label == 1 and 0.25 <= cert.radius <= 0.6 and cert.samples < 100_000
