@@ -90,8 +90,8 @@ def test_bad_arguments_are_refused(linear_model) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sequential_on_cuda(linear_model) -> None:
+    x = linear_model.point_at_distance(0.6)
     model = linear_model.cuda()
-    x = model.point_at_distance(0.6).cpu()
     cert = certify(model, x, SIGMA, 100, 100_000, 0.001, 10_000, radius=0.25,
                    generator=torch.Generator(device="cuda").manual_seed(0))
     assert cert.label == 1 and 0.25 <= cert.radius <= 0.6 and cert.samples < 100_000
