@@ -14,7 +14,9 @@ import encoders
 from encoders import pretrain as pretrain_module
 from encoders.checkpoint import load_checkpoint
 from encoders.finetune import FinetuneConfig, finetune
+from encoders.finetune import main as finetune_main
 from encoders.pretrain import PretrainConfig, pretrain
+from encoders.pretrain import main as pretrain_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,29 +146,42 @@ def test_full_mode_and_baseline_train_everything(simclr_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module,arguments,message",
+    "main,arguments,message",
     [
         (
-            "encoders.finetune",
-            ["--sigma", "0.25", "--out", "x.pt", "--encoder", "missing.pt"],
-            "no checkpoint file",
+            finetune_main,
+            ["--sigma", "0.25", "--out", "x.pt", "--encoder", "no.pt"],
+            "no checkpoint",
         ),
-        ("encoders.finetune", ["--sigma", "-1", "--out", "x.pt"], "sigma"),
-        (
-            "encoders.pretrain",
-            ["--dataset", "cifar10", "--root", "nowhere", "--out", "x.pt"],
-            "cifar10",
-        ),
+        (finetune_main, ["--sigma", "-1", "--out", "x.pt"], "sigma"),
+        (pretrain_main, ["--dataset", "cifar10", "--root", "nowhere", "--out", "x.pt"], "cifar10"),
+        (pretrain_main, ["--batch-size", "5000", "--out", "x.pt"], "batch_size"),
     ],
 )
-def test_cli_user_errors_exit_2_with_one_line(tmp_path, module, arguments, message):
-    result = subprocess.run(
-        [sys.executable, "-m", module, *arguments, "--device", "cpu"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_cli_user_errors_exit_2_with_one_line(
+    tmp_path, monkeypatch, capsys, main, arguments, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert main([*arguments, "--device", "cpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_python_dash_m_exits_2_without_traceback(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "encoders.finetune",
+        "--sigma",
+        "0.25",
+        "--out",
+        "x.pt",
+        "--encoder",
+        "no.pt",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
