@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # certified every 20th CIFAR-10 test image: the whole split takes about 25 minutes on 2 cores.
 DEMO := $(BIN)/certify --sigma 0.25 --n 100000 --skip 6 --plot
 
-.PHONY: test test-all demo bench notebook clean
+.PHONY: test test-all demo models bench notebook clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(DEMO)
 
+# Retrain the shipped digits models and print the README's encoder tables (3 seeds; about
+# 5 minutes on 2 idle cores). Rerunning resumes from the files in runs/defaults.
+models: $(STAMP)
+	$(BIN)/python -m encoders.make_defaults --work runs/defaults --ship
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/certify_overhead.py
+	$(BIN)/python benchmarks/pretrain_throughput.py
 
 # Re-execute the quickstart notebook in place, refreshing its committed outputs.
 notebook: $(STAMP)
