@@ -163,10 +163,13 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        culprit = f" such as {found.group(1)}" if found else ""
+        if found is None:  # not a pickle of objects at all: random bytes, a truncated file
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: damaged or not a torch file"
+            ) from error
         raise CheckpointError(
-            f"refused {path}: it holds arbitrary pickled objects{culprit}, not just "
-            f"tensors and plain data; it was not loaded"
+            f"refused {path}: it holds arbitrary pickled objects such as {found.group(1)}, "
+            f"not just tensors and plain data; it was not loaded"
         ) from error
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(

@@ -191,7 +191,7 @@ def test_other_sigma_than_training_warns(checkpoint, tmp_path, capsys) -> None:
         (("--batch", "0"), "--batch"),
         (("--shard", "2/2"), "--shard"),
         (("--model", "missing.pt"), "missing.pt"),
-        (("--model", "DAMAGED"), "damaged.pt"),
+        (("--model", "DAMAGED"), "damaged or not a torch file"),
         (("--dataset", "cifar10", "--data-root", "EMPTY"), "cifar"),
         (("--out", "FILE/run.tsv"), "file"),
         (("--split", "validation"), "--split"),

@@ -81,6 +81,13 @@ def test_damaged_and_foreign_files_raise_one_line_value_errors(saved, tmp_path):
         assert "\n" not in str(error.value)
 
 
+def test_random_bytes_are_called_damaged_not_dangerous(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged or not a torch file"):
+        encoders.load_classifier(garbage)
+
+
 def test_weights_that_do_not_fit_the_metadata_are_a_checkpoint_error(saved, tmp_path):
     path, model = saved
     wrong = tmp_path / "wrong.pt"
