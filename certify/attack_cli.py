@@ -46,16 +46,18 @@ from tqdm import tqdm
 
 from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
 from certify.audit import AuditConfig, audit_batch
-from certify.cli import default_out, image_generator, selected_indices
 from certify.cli_support import (
     OneLineParser,
     UserError,
     add_model_arguments,
+    default_out,
+    image_generator,
     load_model_and_data,
     positive_float,
     positive_int,
     probability,
     run_command,
+    selected_indices,
 )
 from certify.results import COHEN_CERTIFY_COLUMNS, ResultsFile
 from certify.smoothing import ABSTAIN, certify, model_device, predict
@@ -234,11 +236,13 @@ def accuracy_table(path: Path, plan: list[Evaluation]) -> list[tuple[Evaluation,
 def run_attack(args: argparse.Namespace) -> int:
     threats = list(dict.fromkeys([("linf", eps) for eps in args.linf_eps]
                                  + [("l2", eps) for eps in args.l2_eps]))  # repeats once
-    model, dataset, _, model_name, dataset_name = load_model_and_data(args, args.sigma)
+    model, dataset, metadata, model_name, dataset_name = load_model_and_data(args, args.sigma)
     device = model_device(model)
     plan = evaluation_plan(threats)
     settings = {
-        "command": "attack", "model": model_name, "dataset": dataset_name, "split": args.split,
+        "command": "attack", "model": model_name,
+        "checkpoint_sha256": metadata["checkpoint_sha256"], "dataset": dataset_name,
+        "split": args.split,
         "sigma": args.sigma, "n": args.n, "alpha": args.alpha, "batch": args.batch,
         "threats": [[norm, eps] for norm, eps in threats], "steps": args.steps,
         "eot_samples": args.eot_samples, "restarts": args.restarts,
@@ -295,7 +299,7 @@ def certificates_to_audit(args: argparse.Namespace, size: int) -> dict[int, tupl
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    model, dataset, _, model_name, dataset_name = load_model_and_data(args, args.sigma)
+    model, dataset, metadata, model_name, dataset_name = load_model_and_data(args, args.sigma)
     device = model_device(model)
     given = certificates_to_audit(args, len(dataset))
     config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,
@@ -303,7 +307,9 @@ def run_audit(args: argparse.Namespace) -> int:
                          shrink=args.shrink, batch_size=args.batch,
                          attack_batch=args.attack_batch)
     settings = {
-        "command": "audit", "model": model_name, "dataset": dataset_name, "split": args.split,
+        "command": "audit", "model": model_name,
+        "checkpoint_sha256": metadata["checkpoint_sha256"], "dataset": dataset_name,
+        "split": args.split,
         "sigma": args.sigma, "certificates": str(args.certificates) if given else None,
         "n0": args.n0, "n": args.n, "predict_n": args.predict_n, "alpha": args.alpha,
         "batch": args.batch, "steps": args.steps, "eot_samples": args.eot_samples,

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,11 +31,14 @@ from certify import certify, predict
 from certify.cli_support import (
     OneLineParser,
     add_model_arguments,
+    default_out,
+    image_generator,
     load_model_and_data,
     positive_float,
     positive_int,
     probability,
     run_command,
+    selected_indices,
 )
 from certify.fast import FastOptions, accelerate, fastest_batch_size
 from certify.results import (
@@ -99,24 +101,6 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
     return parser
 
 
-def selected_indices(size: int, skip: int, stop: int | None) -> list[int]:
-    """Cohen et al.'s selection: every ``skip``-th image index below ``stop`` (or the end)."""
-    return list(range(0, size if stop is None else min(size, stop), skip))
-
-
-def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded by (seed, idx) alone, so each image's noise is fixed."""
-    state = np.random.SeedSequence([seed, idx]).generate_state(2, dtype=np.uint32)
-    return torch.Generator(device=device).manual_seed(
-        (int(state[0]) << 31) ^ int(state[1]))
-
-
-def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:
-    stem = Path(model).stem if os.sep in model or model.endswith(".pt") else model
-    suffix = "" if kind == "certify" else f"_{kind}"
-    return Path("results") / f"{stem}_{dataset}-{split}_sigma{sigma:.2f}_n{n}{suffix}.tsv"
-
-
 def shard_of(args: argparse.Namespace) -> tuple[int, int]:
     """(shard, number of shards) from --shard, else from torchrun's RANK and WORLD_SIZE."""
     if args.shard is not None:
@@ -157,7 +141,9 @@ def run(args: argparse.Namespace, kind: str) -> int:
     if args.batch is None:
         args.batch = choose_batch(args, out, num_shards, model, metadata)
     settings = {
-        "command": kind, "model": model_name, "dataset": dataset_name, "split": args.split,
+        "command": kind, "model": model_name,
+        "checkpoint_sha256": metadata["checkpoint_sha256"], "dataset": dataset_name,
+        "split": args.split,
         "sigma": args.sigma, "n": args.n, "n0": getattr(args, "n0", None), "alpha": args.alpha,
         "batch": args.batch, "skip": args.skip, "max": args.max, "seed": args.seed,
         "device": device.type, "channels_last": options.channels_last, "bf16": options.bfloat16,

@@ -8,10 +8,14 @@ with exit status 2 and one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 
 USER_ERROR = 2
@@ -87,6 +91,24 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
 
 
+def selected_indices(size: int, skip: int, stop: int | None) -> list[int]:
+    """Cohen et al.'s selection: every ``skip``-th image index below ``stop`` (or the end)."""
+    return list(range(0, size if stop is None else min(size, stop), skip))
+
+
+def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded by (seed, idx) alone, so each image's noise is fixed."""
+    state = np.random.SeedSequence([seed, idx]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(
+        (int(state[0]) << 31) ^ int(state[1]))
+
+
+def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:
+    stem = Path(model).stem if os.sep in model or model.endswith(".pt") else model
+    suffix = "" if kind == "certify" else f"_{kind}"
+    return Path("results") / f"{stem}_{dataset}-{split}_sigma{sigma:.2f}_n{n}{suffix}.tsv"
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a model, a data set and a device, shared by every command."""
     parser.add_argument("--model", default=None,
@@ -106,17 +128,21 @@ def load_model_and_data(
     """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
 
     Returns:
-        (model on --device in eval mode, data set, checkpoint metadata, model name, data set name)
+        (model on --device in eval mode, data set, checkpoint metadata, model name, data set name);
+        the metadata also holds ``checkpoint_sha256``, the checkpoint file's SHA-256, so results
+        files can tell a retrained model from the one that made them.
 
     Raises:
         ValueError: from encoders, for a missing or damaged checkpoint or data set.
         UserError: for a bad --device.
     """
     import encoders
+    from encoders.checkpoint import resolve
     from encoders.data import load_dataset
 
     source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
     metadata = encoders.read_metadata(source)
+    metadata["checkpoint_sha256"] = hashlib.sha256(resolve(source).read_bytes()).hexdigest()
     model = encoders.load_classifier(source).to(resolve_device(args.device)).eval()
     dataset_name = args.dataset or metadata["dataset"]
     dataset = load_dataset(dataset_name, args.split, args.data_root)

@@ -98,6 +98,19 @@ def test_same_command_resumes_and_other_command_is_refused(checkpoint, tmp_path,
     assert out.read_bytes() != before
 
 
+def test_a_retrained_checkpoint_does_not_resume_old_rows(checkpoint, tmp_path, capsys) -> None:
+    model_path, out = tmp_path / "model.pt", tmp_path / "run.tsv"
+    shutil.copy(checkpoint, model_path)
+    assert main(arguments(model_path, out, "--max", "50")) == 0
+    payload = torch.load(model_path, weights_only=True)
+    payload["state_dict"] = {key: value + 0.01 if value.is_floating_point() else value
+                             for key, value in payload["state_dict"].items()}
+    save_checkpoint(model_path, "classifier", payload["metadata"], payload["state_dict"])
+    capsys.readouterr()
+    assert main(arguments(model_path, out, "--max", "50")) == 2
+    assert "checkpoint_sha256" in capsys.readouterr().err
+
+
 def test_torn_last_line_is_repaired(checkpoint, reference, tmp_path) -> None:
     out = tmp_path / "run.tsv"
     shutil.copy(reference, out)
