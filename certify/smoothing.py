@@ -129,11 +129,13 @@ def sample_counts(
             f"generator must be on the model's device ({device}), got one on {generator.device}"
         )
     x = x.to(device=device, dtype=_model_dtype(model))
-    counts: torch.Tensor | None = None
+    # Votes stay on the device and are counted once at the end: a bincount per batch would wait
+    # for the GPU at every batch.
+    votes = torch.empty(num, dtype=torch.long, device=device)  # (num,)
     with torch.inference_mode():
-        remaining = num
-        while remaining > 0:
-            this_batch = min(batch_size, remaining)
+        drawn = 0
+        while drawn < num:
+            this_batch = min(batch_size, num - drawn)
             noise = torch.randn(
                 (this_batch, *x.shape), generator=generator, device=device, dtype=x.dtype
             )  # (B, C, H, W)
@@ -147,10 +149,9 @@ def sample_counts(
                 raise ValueError(
                     f"num_classes is {num_classes} but the model returns {logits.shape[1]} logits"
                 )
-            votes = torch.bincount(logits.argmax(dim=1), minlength=logits.shape[1])  # (K,)
-            counts = votes if counts is None else counts + votes
-            remaining -= this_batch
-    assert counts is not None
+            votes[drawn : drawn + this_batch] = logits.argmax(dim=1)
+            drawn += this_batch
+        counts = torch.bincount(votes, minlength=logits.shape[1])  # (K,)
     return counts.cpu()
 
 
