@@ -66,8 +66,8 @@ def measure(model: torch.nn.Module, shape: tuple[int, ...], samples: int, batch:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--small-samples", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--small-samples", type=int, default=100_000)
     parser.add_argument("--resnet-samples", type=int, default=1_000)
     parser.add_argument("--small-batches", type=int, nargs="+", default=[100, 500, 1000, 5000])
     parser.add_argument("--resnet-batches", type=int, nargs="+", default=[50, 100, 250])
