@@ -7,7 +7,8 @@ seeded by (seed, idx) as in the ``certify`` command, and prints mean noise sampl
 
 Two models: the shipped digits sigma=0.25 model on its whole test split, and a CIFAR-shaped
 ResNet-18 trained briefly with Gaussian noise augmentation on a synthetic 10-class CIFAR-sized
-data set (class templates plus pixel noise), which needs a GPU at n = 100,000.
+data set (grey plus a faint smooth template per class, plus pixel noise; the fainter the
+templates, the closer the classes and the smaller the radii), which needs a GPU at n = 100,000.
 
 Usage:
     python benchmarks/adaptive.py                                   # digits only (CPU: ~40 min)
@@ -31,22 +32,25 @@ from encoders.data import load_dataset
 N0 = 100
 
 
-def synthetic_cifar(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (count, 3, 32, 32) in [0, 1]: one smooth random template per class plus noise."""
+def synthetic_cifar(count: int, seed: int, contrast: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (count, 3, 32, 32) in [0, 1]: grey plus one smooth random template per class of
+    amplitude ``contrast``, plus pixel noise; a lower contrast puts the classes closer in L2."""
     generator = torch.Generator().manual_seed(1234)  # the same ten templates for every split
-    coarse = torch.rand(10, 3, 4, 4, generator=generator)  # (10, 3, 4, 4)
-    templates = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear")  # (10, 3, 32, 32)
+    coarse = 2 * torch.rand(10, 3, 4, 4, generator=generator) - 1  # (10, 3, 4, 4)
+    templates = 0.5 + contrast * torch.nn.functional.interpolate(
+        coarse, size=32, mode="bilinear")  # (10, 3, 32, 32)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (count,), generator=generator)
-    images = templates[labels] + 0.15 * torch.randn(count, 3, 32, 32, generator=generator)
+    images = templates[labels] + 0.1 * torch.randn(count, 3, 32, 32, generator=generator)
     return images.clamp(0, 1), labels
 
 
-def train_briefly(device: torch.device, sigma: float, steps: int) -> torch.nn.Module:
+def train_briefly(device: torch.device, sigma: float, steps: int,
+                  contrast: float) -> torch.nn.Module:
     """A CIFAR ResNet-18 trained for ``steps`` steps with Gaussian noise augmentation."""
     torch.manual_seed(0)
     model = build_classifier("resnet18", 10, (3, 32, 32), [0.5] * 3, [0.25] * 3).to(device)
-    images, labels = synthetic_cifar(8192, seed=1)
+    images, labels = synthetic_cifar(8192, seed=1, contrast=contrast)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     model.train()
     for _ in range(steps):
@@ -103,6 +107,8 @@ def main() -> None:
     parser.add_argument("--digits-images", type=int, default=360, help="0 skips digits")
     parser.add_argument("--cifar-images", type=int, default=0, help="0 skips the ResNet-18")
     parser.add_argument("--cifar-train-steps", type=int, default=300)
+    parser.add_argument("--cifar-contrasts", type=float, nargs="+", default=[0.05],
+                        help="template amplitudes of the synthetic classes, one model each")
     parser.add_argument("--cifar-fast", action="store_true",
                         help="run the ResNet-18 with channels_last and bfloat16 (both modes)")
     args = parser.parse_args()
@@ -116,14 +122,14 @@ def main() -> None:
         test = load_dataset("digits", "test")
         images = [(test[i][0], int(test[i][1])) for i in range(min(args.digits_images, len(test)))]
         print("\n".join(compare("digits small CNN", model, images, args, device)), flush=True)
-    if args.cifar_images:
-        model = train_briefly(device, args.sigma, args.cifar_train_steps)
+    for contrast in args.cifar_contrasts if args.cifar_images else []:
+        model = train_briefly(device, args.sigma, args.cifar_train_steps, contrast)
         if args.cifar_fast:
             model = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
-        pixels, labels = synthetic_cifar(args.cifar_images, seed=2)
+        pixels, labels = synthetic_cifar(args.cifar_images, seed=2, contrast=contrast)
         images = [(pixels[i], int(labels[i])) for i in range(args.cifar_images)]
-        print("\n".join(compare("CIFAR-shaped ResNet-18", model, images, args, device)))
-
+        name = f"CIFAR-shaped ResNet-18, contrast {contrast:g}"
+        print("\n".join(compare(name, model, images, args, device)), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from certify import ABSTAIN, certify
-from certify.sequential import certify_sequential, look_schedule
+from certify.sequential import FINAL_SHARE, certify_sequential, look_schedule
 
 SIGMA = 0.25
 
@@ -64,7 +64,7 @@ def test_schedule_spends_exactly_alpha(n: int, alpha: float) -> None:
     assert list(schedule.sizes) == sorted(set(schedule.sizes))
     assert sum(schedule.alphas) == pytest.approx(alpha, rel=1e-12)
     if len(schedule.sizes) > 1:
-        assert schedule.alphas[-1] == pytest.approx(alpha / 2)
+        assert schedule.alphas[-1] == pytest.approx(FINAL_SHARE * alpha)
 
 
 def test_clear_cases_stop_early_and_hard_ones_use_the_budget(linear_model) -> None:
