@@ -9,28 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from certify.attack_cli import ATTACK_COLUMNS, AUDIT_COLUMNS, audit_main, main
 from certify.cli import main as certify_main
-from encoders.backbones import build_classifier
-from encoders.checkpoint import save_checkpoint, versions
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = [0, 180]  # --skip 180 on the 360 digits test images
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small digits CNN with fixed random weights, trained at sigma 0.25 (as metadata says)."""
-    torch.manual_seed(0)
-    model = build_classifier("small_cnn", 10, (1, 8, 8), [0.3], [0.4])
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    metadata = {"architecture": "small_cnn", "dataset": "digits", "sigma": 0.25,
-                "num_classes": 10, "input_shape": [1, 8, 8], "recipe": {"test": True},
-                "versions": versions()}
-    save_checkpoint(path, "classifier", metadata, model.state_dict())
-    return path
 
 
 def attack_arguments(checkpoint: Path, out: Path, *extra: str) -> list[str]:
