@@ -32,6 +32,7 @@ from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
 from encoders.training import (
     Processes,
+    add_number_arguments,
     channel_stats,
     cosine_lr,
     epoch_batches,
@@ -226,14 +227,7 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
         help="baseline backbone (default small_cnn for digits, resnet18 otherwise)",
     )
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
-    for name in ("epochs", "batch_size", "seed"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
-        )
-    for name in ("lr", "weight_decay"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
-        )
+    add_number_arguments(parser, defaults, ("epochs", "batch_size", "seed"), ("lr", "weight_decay"))
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     return FinetuneConfig(**vars(parser.parse_args(argv)))

@@ -35,6 +35,7 @@ from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
     Processes,
+    add_number_arguments,
     channel_stats,
     cosine_lr,
     epoch_batches,
@@ -263,14 +264,8 @@ def parse_args(argv: list[str] | None) -> PretrainConfig:
         help="backbone (default small_cnn for digits, resnet18 otherwise)",
     )
     parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
-    for name in ("epochs", "batch_size", "projection_dim", "seed"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
-        )
-    for name in ("temperature", "lr", "weight_decay"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
-        )
+    add_number_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim", "seed"),
+                         ("temperature", "lr", "weight_decay"))
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     return PretrainConfig(**vars(parser.parse_args(argv)))

@@ -8,9 +8,11 @@ never stopped.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -112,3 +114,13 @@ def channel_stats(dataset: ImageDataset, chunk: int = 4096) -> tuple[list[float]
     mean = total / count
     std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
     return mean.tolist(), std.tolist()
+
+
+def add_number_arguments(parser: argparse.ArgumentParser, defaults: Any, integers: tuple[str, ...],
+                         reals: tuple[str, ...]) -> None:
+    """One ``--field-name`` flag per named field of a config dataclass, defaulting to its value."""
+    for names, kind in ((integers, int), (reals, float)):
+        for name in names:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name)
+            )
