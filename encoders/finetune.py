@@ -32,12 +32,13 @@ from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
 from encoders.training import (
     Processes,
-    add_number_arguments,
+    add_training_arguments,
     channel_stats,
     cosine_lr,
     epoch_batches,
     epoch_generator,
     resolve_device,
+    run_training_command,
 )
 
 MODES = ("full", "linear")
@@ -227,22 +228,15 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
         help="baseline backbone (default small_cnn for digits, resnet18 otherwise)",
     )
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
-    add_number_arguments(parser, defaults, ("epochs", "batch_size", "seed"), ("lr", "weight_decay"))
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    add_training_arguments(parser, defaults, ("epochs", "batch_size", "seed"),
+                           ("lr", "weight_decay"))
     return FinetuneConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``encoders-finetune``; user errors exit 2 with one line on stderr."""
     config = parse_args(argv)
-    try:
-        path = finetune(config, progress=True)
-    except ValueError as error:
-        print(f"encoders-finetune: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+    return run_training_command("encoders-finetune", lambda: finetune(config, progress=True))
 
 
 if __name__ == "__main__":

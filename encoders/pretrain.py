@@ -17,7 +17,6 @@ negatives are gathered from all processes, so the loss is that of the global bat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,11 +34,12 @@ from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
     Processes,
-    add_number_arguments,
+    add_training_arguments,
     channel_stats,
     cosine_lr,
     epoch_batches,
     epoch_generator,
+    run_training_command,
     start_processes,
     stop_processes,
 )
@@ -264,24 +264,15 @@ def parse_args(argv: list[str] | None) -> PretrainConfig:
         help="backbone (default small_cnn for digits, resnet18 otherwise)",
     )
     parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
-    add_number_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim", "seed"),
+    add_training_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim", "seed"),
                          ("temperature", "lr", "weight_decay"))
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     return PretrainConfig(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``encoders-pretrain``; user errors exit 2 with one line on stderr."""
     config = parse_args(argv)
-    try:
-        path = pretrain(config, progress=True)
-    except ValueError as error:
-        print(f"encoders-pretrain: error: {error}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"wrote {path}")
-    return 0
+    return run_training_command("encoders-pretrain", lambda: pretrain(config, progress=True))
 
 
 if __name__ == "__main__":
