@@ -54,15 +54,15 @@ def parse_shard(text: str) -> tuple[int, int]:
 def merge_parts(out: Path, num_shards: int) -> int:
     """Join the complete parts of ``out`` into ``out``, rows in single-process order.
 
+    Joining again is a no-op when ``out`` already holds exactly the joined parts.
+
     Returns:
-        The number of rows written.
+        The number of rows in ``out``.
 
     Raises:
         ValueError: a part is missing or incomplete, parts disagree on their settings or header,
-            or ``out`` already exists.
+            or ``out`` already exists with other content.
     """
-    if out.exists():
-        raise ResultsConflictError(f"{out} already exists; remove it or merge into another path")
     header: str | None = None
     settings: dict[str, Any] | None = None
     rows: list[tuple[int, str]] = []
@@ -85,6 +85,11 @@ def merge_parts(out: Path, num_shards: int) -> int:
         rows.extend((int(line.split("\t", 1)[0]), line) for line in lines[1:])
     assert header is not None and settings is not None
     rows.sort()
+    joined = "\n".join([header, *(line for _, line in rows)]) + "\n"
+    if out.exists():
+        if out.read_text(encoding="utf-8") == joined:
+            return len(rows)
+        raise ResultsConflictError(f"{out} already exists; remove it or merge into another path")
     write_atomically(settings_path(out), json.dumps(settings, indent=1) + "\n")
-    write_atomically(out, "\n".join([header, *(line for _, line in rows)]) + "\n")
+    write_atomically(out, joined)
     return len(rows)

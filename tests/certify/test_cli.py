@@ -150,6 +150,10 @@ def test_manual_shards_and_certify_merge(checkpoint, reference, tmp_path, capsys
         assert main(arguments(checkpoint, out, "--shard", shard)) == 0
     assert merge_main([str(out), "--shards", "3"]) == 0
     assert rows_without_time(out) == rows_without_time(reference)
+    merged = out.read_bytes()
+    assert main(arguments(checkpoint, out, "--shard", "1/3")) == 0  # rerun: nothing to redo
+    assert merge_main([str(out), "--shards", "3"]) == 0
+    assert out.read_bytes() == merged
 
 
 @pytest.mark.parametrize("mode", [("--radius", "0.1"), ("--adaptive", "--tolerance", "0.2")])

@@ -95,8 +95,13 @@ def test_shards_merge_in_single_process_order(tmp_path) -> None:
     assert [line.split("\t")[0] for line in out.read_text().splitlines()] == [
         "idx", "0", "10", "20", "30", "40"]
     assert json.loads(settings_path(out).read_text()) == SETTINGS
+    before = out.read_bytes()
+    assert merge_parts(out, 2) == 5  # joining again changes nothing
+    assert out.read_bytes() == before
+    out.write_text("idx\tlabel\tvalue\n0\t1\ta\n")
     with pytest.raises(ResultsConflictError, match="exists"):
         merge_parts(out, 2)
+    assert out.read_text() == "idx\tlabel\tvalue\n0\t1\ta\n"
 
 
 def test_merge_refuses_unfinished_or_mismatched_parts(tmp_path) -> None:
