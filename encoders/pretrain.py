@@ -111,6 +111,23 @@ def _check(config: PretrainConfig) -> None:
         raise ValueError("temperature and lr must be > 0 and weight_decay >= 0")
 
 
+def global_batch_loss(
+    z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, processes: Processes
+) -> torch.Tensor:
+    """NT-Xent of this process's (B, D) view pairs against the views of every process.
+
+    Each process's loss is the mean over its own anchors with all world * 2B views as candidates,
+    so the mean over processes is the single-process loss of the whole batch; all_gather passes
+    gradients back to the process that made each embedding, and DistributedDataParallel's
+    averaging of parameter gradients then yields that loss's gradient.
+    """
+    if not processes.distributed:
+        return nt_xent_loss(z_a, z_b, temperature)
+    all_a = torch.cat(dist_fn.all_gather(z_a))  # (world * B, D)
+    all_b = torch.cat(dist_fn.all_gather(z_b))  # (world * B, D)
+    return nt_xent_loss(z_a, z_b, temperature, keys=(all_a, all_b, processes.rank * len(z_a)))
+
+
 def simclr_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -129,16 +146,7 @@ def simclr_step(
         [augment(images, augment_config, generator), augment(images, augment_config, generator)]
     )
     z_a, z_b = model(views).chunk(2)  # (2B, D) -> two (B, D); one forward keeps DDP to one pass
-    if processes.distributed:
-        all_a = torch.cat(
-            dist_fn.all_gather(z_a)
-        )  # (world * B, D); gradients flow back to each process
-        all_b = torch.cat(dist_fn.all_gather(z_b))
-        loss = nt_xent_loss(
-            z_a, z_b, temperature, keys=(all_a, all_b, processes.rank * z_a.shape[0])
-        )
-    else:
-        loss = nt_xent_loss(z_a, z_b, temperature)
+    loss = global_batch_loss(z_a, z_b, temperature, processes)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
