@@ -137,13 +137,15 @@ def load_model_and_data(
         UserError: for a bad --device.
     """
     import encoders
-    from encoders.checkpoint import resolve
+    from encoders.checkpoint import classifier_from_state, load_checkpoint, resolve
     from encoders.data import load_dataset
 
     source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
-    metadata = encoders.read_metadata(source)
+    payload = load_checkpoint(source, kind="classifier")  # read once for weights and metadata
+    metadata = payload["metadata"]
     metadata["checkpoint_sha256"] = hashlib.sha256(resolve(source).read_bytes()).hexdigest()
-    model = encoders.load_classifier(source).to(resolve_device(args.device)).eval()
+    model = classifier_from_state(metadata, payload["state_dict"])
+    model = model.to(resolve_device(args.device)).eval()
     dataset_name = args.dataset or metadata["dataset"]
     dataset = load_dataset(dataset_name, args.split, args.data_root)
     return model, dataset, metadata, str(source), dataset_name
