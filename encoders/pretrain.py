@@ -273,7 +273,7 @@ def parse_args(argv: list[str] | None) -> PretrainConfig:
     )
     parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
     add_training_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim", "seed"),
-                         ("temperature", "lr", "weight_decay"))
+                           ("temperature", "lr", "weight_decay"))
     return PretrainConfig(**vars(parser.parse_args(argv)))
 
 
