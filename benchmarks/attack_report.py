@@ -23,15 +23,10 @@ import sys
 from pathlib import Path
 
 from certify.analysis import certified_accuracy, read_results
-from certify.attack_cli import (
-    NOT_ATTACKED,
-    Evaluation,
-    accuracy_table,
-    audit_main,
-    evaluation_plan,
-    read_rows,
-)
-from certify.attack_cli import main as attack_main
+from certify.cli.attack import NOT_ATTACKED, Evaluation, accuracy_table, evaluation_plan
+from certify.cli.attack import main as attack_main
+from certify.cli.audit import main as audit_main
+from certify.results import read_rows
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -19,7 +19,7 @@ import time
 import torch
 
 from certify import predict
-from certify.cli_support import image_generator
+from certify.cli.loading import image_generator
 from certify.fast import FastOptions, accelerate
 from encoders import load_classifier
 from encoders.backbones import build_classifier

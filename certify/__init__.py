@@ -5,6 +5,8 @@ Public API::
     from certify import ABSTAIN, Smooth, certify, predict
 """
 
-from certify.smoothing import ABSTAIN, Certificate, Smooth, certify, predict, sample_counts
+from certify.guarantee import ABSTAIN, Certificate
+from certify.sampling import sample_counts
+from certify.smoothing import Smooth, certify, predict
 
 __all__ = ["ABSTAIN", "Certificate", "Smooth", "certify", "predict", "sample_counts"]

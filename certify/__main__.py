@@ -2,6 +2,6 @@
 
 import sys
 
-from certify.cli import main
+from certify.cli.certify import main
 
 sys.exit(main())

@@ -26,7 +26,9 @@ from typing import NamedTuple
 import torch
 
 from certify.attacks import EOTPGD, PGDConfig
-from certify.smoothing import ABSTAIN, check_alpha, check_count, check_positive, predict
+from certify.checks import check_alpha, check_count, check_positive
+from certify.guarantee import ABSTAIN
+from certify.smoothing import predict
 
 
 @dataclass(frozen=True)

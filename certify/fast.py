@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certify.smoothing import model_device
+from certify.sampling import model_device
 
 BATCH_CANDIDATES = (100, 250, 500, 1000, 2000, 5000, 10_000)
 """Batch sizes tried by :func:`fastest_batch_size`."""

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -80,4 +81,4 @@ def plot_certified_accuracy(
     ax.legend(loc="upper right")
     if title:
         ax.set_title(title)
-    return ax.figure
+    return cast(Figure, ax.figure)  # a SubFigure only when the caller's ax lives in one

@@ -29,6 +29,47 @@ COHEN_PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 """The columns of Cohen et al.'s predict.py."""
 
 
+def read_table(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the rows of a tab-separated results file: the one reader of the format.
+
+    Files of Cohen et al.'s scripts and of our commands read alike; blank lines are skipped and a
+    byte-order mark is tolerated.
+
+    Returns:
+        (header, rows): the column names, and (line number, fields) for each row.
+
+    Raises:
+        ValueError: one line naming the file, if it is missing, unreadable, empty, not
+            tab-separated, or has a row whose number of fields differs from the header's.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            lines = [line.rstrip("\r\n") for line in file]
+        numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+        if not numbered:
+            raise ValueError("the file is empty; expected a tab-separated header")
+        header = numbered[0][1].split("\t")
+        if len(header) == 1:
+            raise ValueError(f"the header {numbered[0][1]!r} is not tab-separated")
+        rows = []
+        for number, line in numbered[1:]:
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise ValueError(f"line {number} has {len(fields)} tab-separated fields but the "
+                                 f"header {len(header)}")
+            rows.append((number, fields))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ValueError(f"results file {os.fspath(path)}: {reason}") from error
+    return header, rows
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a results file by column name (see :func:`read_table`)."""
+    header, rows = read_table(path)
+    return [dict(zip(header, fields)) for _, fields in rows]
+
+
 class ResultsConflictError(ValueError):
     """An existing results file was made by other settings, or is not a results file."""
 

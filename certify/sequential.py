@@ -36,16 +36,15 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import norm
 
-from certify.bounds import clopper_pearson_lower, clopper_pearson_upper
-from certify.smoothing import (
+from certify.checks import check_alpha, check_count, check_positive
+from certify.guarantee import (
     Certificate,
     certificate_from_votes,
-    check_alpha,
-    check_count,
-    check_positive,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
     radius_from_bound,
-    sample_counts,
 )
+from certify.sampling import sample_counts
 
 FIRST_LOOK = 128
 """Samples before the first look; the looks then double until the budget."""

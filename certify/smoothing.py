@@ -16,143 +16,19 @@ Example:
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
-
 import torch
-from scipy.stats import norm
 
-from certify.bounds import clopper_pearson_lower, two_sided_binomial_pvalue
+from certify.checks import check_alpha, check_count, check_positive
+from certify.guarantee import (
+    ABSTAIN,
+    Certificate,
+    certificate_from_votes,
+    two_sided_binomial_pvalue,
+)
+from certify.sampling import sample_counts
+from certify.sequential import certify_sequential
 
-ABSTAIN = -1
-"""The label returned when the smoothed classifier declines to answer."""
-
-
-class Certificate(NamedTuple):
-    """The outcome of :func:`certify` for one image.
-
-    Attributes:
-        label: the certified class, or ``ABSTAIN``.
-        radius: the certified L2 radius (0.0 when abstaining).
-        pA_lower: the one-sided Clopper-Pearson lower bound on the top class's probability.
-        count: votes for the selected class among the ``samples`` estimation draws.
-        samples: noise samples drawn for the estimation (n; selection draws not counted).
-    """
-
-    label: int
-    radius: float
-    pA_lower: float
-    count: int
-    samples: int
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model that has none)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.float32
-
-
-def check_positive(name: str, value: float) -> None:
-    """Raise ValueError unless ``value`` is a finite number > 0."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def check_count(name: str, value: int) -> None:
-    """Raise ValueError unless ``value`` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def check_alpha(alpha: float) -> None:
-    """Raise ValueError unless alpha is in the open interval (0, 1)."""
-    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-
-
-def check_image(x: torch.Tensor) -> None:
-    """Raise ValueError unless x is one finite floating-point image of shape (C, H, W)."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor of shape (C, H, W), got {type(x).__name__}")
-    if x.dim() != 3:
-        raise ValueError(f"x must be one image of shape (C, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must hold floating-point pixels in [0, 1], got dtype {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite, but it holds NaN or inf")
-
-
-def sample_counts(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    sigma: float,
-    num: int,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    num_classes: int | None = None,
-) -> torch.Tensor:
-    """Count the base classifier's predictions on ``num`` Gaussian perturbations of x.
-
-    Noise is drawn in batches of at most ``batch_size`` on the model's device (the last batch is
-    the remainder, so exactly ``num`` samples are drawn) and never all at once.
-
-    Args:
-        model: base classifier mapping (B, C, H, W) pixels to (B, K) logits.
-        x: one image (C, H, W).
-        sigma: noise standard deviation, > 0.
-        num: number of noise samples, >= 1.
-        batch_size: samples per forward pass, >= 1.
-        generator: optional torch.Generator on the model's device, for reproducible noise.
-        num_classes: if given, the number of logits the model must return.
-
-    Returns:
-        An int64 CPU tensor of shape (K,) with the vote count of every class; it sums to num.
-
-    Raises:
-        ValueError: if an argument is out of range or the model's output is not (B, K).
-    """
-    check_image(x)
-    check_positive("sigma", sigma)
-    check_count("num", num)
-    check_count("batch_size", batch_size)
-    device = model_device(model)
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"generator must be on the model's device ({device}), got one on {generator.device}"
-        )
-    x = x.to(device=device, dtype=_model_dtype(model))
-    # Votes stay on the device and are counted once at the end: a bincount per batch would wait
-    # for the GPU at every batch.
-    votes = torch.empty(num, dtype=torch.long, device=device)  # (num,)
-    with torch.inference_mode():
-        drawn = 0
-        while drawn < num:
-            this_batch = min(batch_size, num - drawn)
-            noise = torch.randn(
-                (this_batch, *x.shape), generator=generator, device=device, dtype=x.dtype
-            )  # (B, C, H, W)
-            logits = model(noise.mul_(sigma).add_(x))  # (B, K)
-            if logits.dim() != 2 or logits.shape[0] != this_batch or logits.shape[1] < 2:
-                raise ValueError(
-                    f"model must map a batch (B, C, H, W) to logits (B, K) with K >= 2, "
-                    f"got output shape {tuple(logits.shape)} for B={this_batch}"
-                )
-            if num_classes is not None and logits.shape[1] != num_classes:
-                raise ValueError(
-                    f"num_classes is {num_classes} but the model returns {logits.shape[1]} logits"
-                )
-            votes[drawn : drawn + this_batch] = logits.argmax(dim=1)
-            drawn += this_batch
-        counts = torch.bincount(votes, minlength=logits.shape[1])  # (K,)
-    return counts.cpu()
+__all__ = ["ABSTAIN", "Certificate", "Smooth", "certify", "predict"]
 
 
 def predict(
@@ -200,25 +76,6 @@ def predict(
     if two_sided_binomial_pvalue(first, first + second) > alpha:
         return ABSTAIN
     return int(top_labels[0])
-
-
-def radius_from_bound(sigma: float, pA_lower: float) -> float:
-    """Certified L2 radius sigma * PhiInv(pA_lower) (Cohen et al. 2019, Theorem 1)."""
-    return float(sigma * norm.ppf(pA_lower))
-
-
-def certificate_from_votes(
-    candidate: int, count: int, samples: int, sigma: float, alpha: float
-) -> Certificate:
-    """The certificate for ``candidate`` from ``count`` of its votes among ``samples`` fresh draws.
-
-    pA_lower is the one-sided (1 - alpha) Clopper-Pearson bound; the radius is
-    sigma * PhiInv(pA_lower), or the answer is ``ABSTAIN`` when pA_lower < 1/2 (Cohen et al. 2019).
-    """
-    pA_lower = clopper_pearson_lower(count, samples, alpha)
-    if pA_lower < 0.5:
-        return Certificate(ABSTAIN, 0.0, pA_lower, count, samples)
-    return Certificate(candidate, radius_from_bound(sigma, pA_lower), pA_lower, count, samples)
 
 
 def certify(
@@ -273,8 +130,6 @@ def certify(
         (3, 0.61)
     """
     if radius is not None or adaptive:
-        from certify.sequential import certify_sequential
-
         return certify_sequential(model, x, sigma, n0, n, alpha, batch_size, generator,
                                   radius=radius, tolerance=tolerance, num_classes=num_classes)
     check_alpha(alpha)

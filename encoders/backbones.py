@@ -29,6 +29,9 @@ ARCHITECTURES = ("resnet18", "small_cnn")
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std, with mean and std stored as buffers of shape (1, C, 1, 1)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std) or any(s <= 0 for s in std):
@@ -120,6 +123,18 @@ def default_architecture(dataset: str) -> str:
     return "small_cnn" if dataset == "digits" else "resnet18"
 
 
+def feature_dim(encoder: nn.Module) -> int:
+    """The width of the (B, D) features an encoder of :func:`build_encoder` returns.
+
+    Raises:
+        ValueError: if the encoder does not declare an integer ``feature_dim``.
+    """
+    dim = getattr(encoder, "feature_dim", None)
+    if not isinstance(dim, int):
+        raise ValueError(f"encoder must declare an integer feature_dim, got {dim!r}")
+    return dim
+
+
 def build_encoder(architecture: str, in_channels: int) -> nn.Module:
     """The encoder named ``architecture`` (one of :data:`ARCHITECTURES`); it has ``feature_dim``.
 
@@ -146,7 +161,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.normalize = normalize
         self.encoder = encoder
-        self.head = nn.Linear(encoder.feature_dim, num_classes)
+        self.head = nn.Linear(feature_dim(encoder), num_classes)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, feature_dim) of pixels (B, C, H, W) in [0, 1]."""

@@ -20,7 +20,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from certify.smoothing import check_count, model_device
 from encoders.data import ImageDataset
 
 
@@ -71,8 +70,10 @@ def noisy_accuracy(
     """
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-    check_count("draws", draws)
-    device = model_device(model)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
+    tensors = (*model.parameters(), *model.buffers())
+    device = tensors[0].device if tensors else torch.device("cpu")
     correct, total = 0, 0
     model.eval()
     with torch.inference_mode():

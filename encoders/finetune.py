@@ -6,18 +6,16 @@ is the supervised noise-trained baseline of Cohen, Rosenfeld and Kolter (2019, S
 trained the base classifier with Gaussian data augmentation at the noise level sigma"), from
 random weights. Noise is drawn per image per step, in pixel space, unclipped.
 
-Command lines::
+Command lines (``encoders-finetune``, :mod:`certify.cli.finetune`)::
 
-    python -m encoders.finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
-    python -m encoders.finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
-    python -m encoders.finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
+    encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
+    encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
+    encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,20 +23,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from encoders.backbones import ARCHITECTURES, Classifier, build_classifier, default_architecture
+from encoders.backbones import Classifier, build_classifier, default_architecture
 from encoders.checkpoint import load_checkpoint, save_checkpoint, versions
-from encoders.data import DATASET_NAMES, ImageDataset, load_dataset
+from encoders.data import ImageDataset, load_dataset
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
 from encoders.training import (
     Processes,
-    add_training_arguments,
     channel_stats,
     cosine_lr,
     epoch_batches,
     epoch_generator,
     resolve_device,
-    run_training_command,
 )
 
 MODES = ("full", "linear")
@@ -201,43 +197,3 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
     }
     save_checkpoint(config.out, "classifier", metadata, model.state_dict())
     return Path(config.out)
-
-
-def parse_args(argv: list[str] | None) -> FinetuneConfig:
-    parser = argparse.ArgumentParser(
-        prog="encoders-finetune",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    defaults = FinetuneConfig(sigma=0.0, out="")
-    parser.add_argument(
-        "--sigma", type=float, required=True, help="training noise level (pixels in [0, 1])"
-    )
-    parser.add_argument(
-        "--out", required=True, help="classifier checkpoint to write (never overwritten)"
-    )
-    parser.add_argument(
-        "--encoder", help="SimCLR checkpoint from encoders-pretrain; omit for the baseline"
-    )
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
-    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
-    parser.add_argument(
-        "--arch",
-        dest="architecture",
-        choices=ARCHITECTURES,
-        help="baseline backbone (default small_cnn for digits, resnet18 otherwise)",
-    )
-    parser.add_argument("--mode", choices=MODES, default=defaults.mode)
-    add_training_arguments(parser, defaults, ("epochs", "batch_size", "seed"),
-                           ("lr", "weight_decay"))
-    return FinetuneConfig(**vars(parser.parse_args(argv)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``encoders-finetune``; user errors exit 2 with one line on stderr."""
-    config = parse_args(argv)
-    return run_training_command("encoders-finetune", lambda: finetune(config, progress=True))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,11 @@
 """SimCLR pre-training of an encoder (the first stage of RUSH), resumable and data-parallel.
 
-Command lines::
+Command lines (``encoders-pretrain``, :mod:`certify.cli.pretrain`)::
 
-    python -m encoders.pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
-    python -m encoders.pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
+    encoders-pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
+    encoders-pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
         --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
-    torchrun --nproc-per-node 2 -m encoders.pretrain --dataset digits --batch-size 128 \\
+    torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
         --out runs/ddp.pt
 
 The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
@@ -16,8 +16,6 @@ negatives are gathered from all processes, so the loss is that of the global bat
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,12 +32,10 @@ from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
     Processes,
-    add_training_arguments,
     channel_stats,
     cosine_lr,
     epoch_batches,
     epoch_generator,
-    run_training_command,
     start_processes,
     stop_processes,
 )
@@ -254,34 +250,3 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
             dist.barrier()
     bar.close()
     return out
-
-
-def parse_args(argv: list[str] | None) -> PretrainConfig:
-    defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="encoders-pretrain",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
-    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
-    parser.add_argument(
-        "--arch",
-        dest="architecture",
-        choices=ARCHITECTURES,
-        help="backbone (default small_cnn for digits, resnet18 otherwise)",
-    )
-    parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
-    add_training_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim", "seed"),
-                           ("temperature", "lr", "weight_decay"))
-    return PretrainConfig(**vars(parser.parse_args(argv)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``encoders-pretrain``; user errors exit 2 with one line on stderr."""
-    config = parse_args(argv)
-    return run_training_command("encoders-pretrain", lambda: pretrain(config, progress=True))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.backbones import Normalize
+from encoders.backbones import Normalize, feature_dim
 
 
 class ProjectionHead(nn.Sequential):
@@ -42,7 +42,8 @@ class SimCLRModel(nn.Module):
         super().__init__()
         self.normalize = normalize
         self.encoder = encoder
-        self.projector = ProjectionHead(encoder.feature_dim, encoder.feature_dim, projection_dim)
+        width = feature_dim(encoder)
+        self.projector = ProjectionHead(width, width, projection_dim)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(self.normalize(pixels)))

@@ -8,14 +8,9 @@ never stopped.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -117,30 +112,3 @@ def channel_stats(dataset: ImageDataset, chunk: int = 4096) -> tuple[list[float]
     mean = total / count
     std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
     return mean.tolist(), std.tolist()
-
-
-def add_training_arguments(parser: argparse.ArgumentParser, defaults: Any,
-                           integers: tuple[str, ...], reals: tuple[str, ...]) -> None:
-    """The flags shared by the training commands: one ``--field-name`` per named numeric field
-    of the config dataclass ``defaults`` (defaulting to its value), ``--optimizer`` and
-    ``--device``."""
-    for names, kind in ((integers, int), (reals, float)):
-        for name in names:
-            parser.add_argument(
-                f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name)
-            )
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-
-
-def run_training_command(prog: str, train: Callable[[], Path]) -> int:
-    """Run a training command: exit status 2 with one line on stderr for a user error, else 0
-    after the first process reports the checkpoint it wrote."""
-    try:
-        path = train()
-    except ValueError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"wrote {path}")
-    return 0

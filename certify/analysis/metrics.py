@@ -15,20 +15,22 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from certify.analysis.reader import CertifiedResults
-from certify.smoothing import ABSTAIN
+from certify.guarantee import ABSTAIN
 
 SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 """The radii of Cohen et al.'s CIFAR-10 table, used by :func:`summarize` by default."""
 
 
-def _check_radii(radii: Sequence[float]) -> np.ndarray:
+def _check_radii(radii: Sequence[float] | np.ndarray) -> np.ndarray:
     values = np.asarray(radii, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0 or not (np.isfinite(values) & (values >= 0)).all():
         raise ValueError(f"radii must be a non-empty sequence of finite numbers >= 0, got {radii}")
     return values
 
 
-def certified_accuracy(results: CertifiedResults, radii: Sequence[float]) -> np.ndarray:
+def certified_accuracy(
+    results: CertifiedResults, radii: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """The fraction of images classified correctly with certified radius >= r, for each r in radii.
 
     This is the approximate certified test accuracy of Cohen et al. (2019, Section 4): each counted
@@ -86,7 +88,9 @@ def certified_accuracy_curve(results: CertifiedResults) -> tuple[np.ndarray, np.
     return _step_points([results])
 
 
-def envelope(results_list: Iterable[CertifiedResults], radii: Sequence[float]) -> np.ndarray:
+def envelope(
+    results_list: Iterable[CertifiedResults], radii: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """The pointwise maximum over several results of their certified accuracy at each radius.
 
     Papers plot this upper envelope over noise levels sigma (Cohen et al. 2019, Figure 7). It is

@@ -22,11 +22,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from certify.results import settings_path
-from certify.smoothing import ABSTAIN
+from certify.guarantee import ABSTAIN
+from certify.results import read_table, settings_path
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 """The leading columns of a results file, in the order Cohen et al.'s certify.py writes them."""
@@ -137,40 +138,25 @@ def read_results(path: str | os.PathLike) -> CertifiedResults:
         >>> len(results), results.radius[0]
         (500, 0.378)
     """
+    header, rows = read_table(path)
     try:
-        with open(path, encoding="utf-8-sig") as file:  # tolerates a byte-order mark
-            lines = [line.rstrip("\r\n") for line in file]
-        return _parse_lines(lines)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise ValueError(f"results file {os.fspath(path)}: {reason}") from error
+        return _parse_rows(header, rows)
+    except ValueError as error:
+        raise ValueError(f"results file {os.fspath(path)}: {error}") from error
 
 
-def _parse_lines(lines: list[str]) -> CertifiedResults:
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    if not numbered:
-        raise ValueError(f"the file is empty; expected a tab-separated header {' '.join(COLUMNS)}")
-    header = numbered[0][1].split("\t")
-    if len(header) == 1:
-        raise ValueError(f"the header {numbered[0][1]!r} is not tab-separated")
+def _parse_rows(header: list[str], rows: list[tuple[int, list[str]]]) -> CertifiedResults:
     missing = [name for name in COLUMNS if name not in header]
     if missing:
         raise ValueError(
             f"the header lacks column(s) {', '.join(missing)}; it has {', '.join(header)}"
         )
-    if len(numbered) == 1:
+    if not rows:
         raise ValueError("the file has a header but no rows")
-    rows = []
-    for number, line in numbered[1:]:
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ValueError(
-                f"line {number} has {len(fields)} tab-separated fields but the header {len(header)}"
-            )
-        rows.append(fields)
-    columns = {name: [row[position] for row in rows] for position, name in enumerate(header)}
-    line_numbers = [number for number, _ in numbered[1:]]
-    parsed = {
+    columns = {name: [fields[position] for _, fields in rows]
+               for position, name in enumerate(header)}
+    line_numbers = [number for number, _ in rows]
+    parsed: dict[str, Any] = {
         name: [_parse_value(name, text, line) for text, line in zip(columns[name], line_numbers)]
         for name in COLUMNS
     }

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from certify.attacks.projection import ascent_direction, check_norm, project, random_start
-from certify.smoothing import check_count, check_positive, model_device
+from certify.checks import check_count, check_positive
+from certify.sampling import model_device
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from certify.attacks.pgd import PGD, PGDConfig
-from certify.smoothing import check_count, check_positive
+from certify.checks import check_count, check_positive
 
 
 class NaiveSmoothedPGD(PGD):

@@ -24,14 +24,9 @@ from certify.analysis import (
 )
 from certify.results import settings_path
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-COHEN_NAME = "reference/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv"
-# CI clones the repository with shared/ beside it; a development checkout may hold it inside.
-COHEN_CANDIDATES = (REPOSITORY.parent / "shared" / COHEN_NAME, REPOSITORY / "shared" / COHEN_NAME)
-COHEN_FILE = next((path for path in COHEN_CANDIDATES if path.is_file()), None)
-needs_cohen = pytest.mark.skipif(
-    COHEN_FILE is None, reason=f"Cohen et al.'s results file is absent: no ../shared/{COHEN_NAME}"
-)
+# A results file of Cohen et al.'s repository (ResNet-110, noise 0.25, certified at sigma 0.25).
+COHEN_FILE = (Path(__file__).resolve().parents[1] / "data" / "cohen2019"
+              / "cifar10_resnet110_noise0.25_sigma0.25.tsv")
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
@@ -115,7 +110,6 @@ def test_envelope_of_nothing_is_refused():
         envelope([], [0.0])
 
 
-@needs_cohen
 def test_cohen_file_reads_unchanged_and_reproduces_published_table():
     results = read_results(COHEN_FILE)
     with open(COHEN_FILE, newline="") as file:
@@ -125,7 +119,7 @@ def test_cohen_file_reads_unchanged_and_reproduces_published_table():
         np.testing.assert_array_equal(getattr(results, name), [int(row[name]) for row in rows])
     for name in ("radius", "time"):
         np.testing.assert_array_equal(getattr(results, name), [float(row[name]) for row in rows])
-    # The figures of ../shared/reference/README.md (sigma = 0.25 row of Cohen et al.'s table).
+    # The sigma = 0.25 row of Cohen et al.'s table (ICML 2019, Table 1), from their file.
     summary = summarize(results)
     published = {0.0: 0.748, 0.25: 0.600, 0.5: 0.428, 0.75: 0.266, 1.0: 0.0}
     assert summary["certified_accuracy"] == published

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from certify.attack_cli import ATTACK_COLUMNS, AUDIT_COLUMNS, audit_main, main
-from certify.cli import main as certify_main
+from certify.cli.attack import ATTACK_COLUMNS, main
+from certify.cli.audit import AUDIT_COLUMNS
+from certify.cli.audit import main as audit_main
+from certify.cli.certify import main as certify_main
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = [0, 180]  # --skip 180 on the 360 digits test images
@@ -155,7 +157,7 @@ def test_user_errors_are_one_line_and_exit_2(entry, arguments, words, capsys) ->
 
 def test_python_dash_m_audit_runs_certify_audit() -> None:
     finished = subprocess.run(
-        [sys.executable, "-m", "certify.attack_cli", "audit", "--sigma", "0.25", "--model",
+        [sys.executable, "-m", "certify.cli.audit", "--sigma", "0.25", "--model",
          "no-such-model.pt"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert finished.returncode == 2
     assert finished.stderr.startswith("certify-audit: error: ")

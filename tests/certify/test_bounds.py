@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from certify.bounds import (
+from certify.guarantee import (
     clopper_pearson_lower,
     clopper_pearson_upper,
     two_sided_binomial_pvalue,

@@ -12,7 +12,7 @@ from matplotlib.image import imread
 
 import certify.plot
 from certify.analysis import certified_accuracy_table, read_results
-from certify.plot_cli import main
+from certify.cli.plot import main
 from certify.results import settings_path
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tpA_lower\tcount\tsamples\n"
@@ -138,7 +138,7 @@ BAD_RUNS = {
     "jpeg": (["--out", "c.jpg"], "--out must end in .png, .pdf, .svg"),
     "labels count": (["--labels", "a", "--radii", "0"], "2 results files"),
     "same label": (["--labels", "a", "a", "--radii", "0"], "label 'a'"),
-    "negative radius": (["--radii", "-0.5"], "radius >= 0"),
+    "negative radius": (["--radii", "-0.5"], "--radii: expected a finite number >= 0"),
     "latex without radii": (["--latex", "--out", "c.png"], "--latex"),
     "unknown flag": (["--colour", "red"], "unrecognized arguments"),
 }
@@ -176,7 +176,7 @@ def test_runs_as_a_module(results_files, tmp_path):
         [
             sys.executable,
             "-m",
-            "certify.plot_cli",
+            "certify.cli.plot",
             *map(str, results_files),
             "--out",
             str(out),

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import encoders
+from certify.cli.finetune import main as finetune_main
+from certify.cli.pretrain import main as pretrain_main
 from encoders import pretrain as pretrain_module
 from encoders.checkpoint import load_checkpoint
 from encoders.finetune import FinetuneConfig, finetune
-from encoders.finetune import main as finetune_main
 from encoders.pretrain import PretrainConfig, pretrain
-from encoders.pretrain import main as pretrain_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_torchrun_with_two_cpu_processes(tmp_path):
         "--nproc-per-node",
         "2",
         "-m",
-        "encoders.pretrain",
+        "certify.cli.pretrain",
         "--dataset",
         "digits",
         "--epochs",
@@ -172,7 +172,7 @@ def test_python_dash_m_exits_2_without_traceback(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "encoders.finetune",
+        "certify.cli.finetune",
         "--sigma",
         "0.25",
         "--out",

@@ -12,7 +12,7 @@ they exist.
 Command line (measured: 81 s per seed on 2 idle CPU cores, 12-20 minutes per seed on cores shared
 with three other jobs; rerunning resumes from the files in --work)::
 
-    python -m encoders.make_defaults --work runs/defaults --ship
+    python scripts/make_defaults.py --work runs/defaults --ship   # or: make models
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def table(rows: dict[str, list[float]], config: DefaultsConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m encoders.make_defaults", description=__doc__.split("\n\n")[0]
+        prog="scripts/make_defaults.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--work", default=DefaultsConfig.work, help="folder for checkpoints (resumable)"

@@ -1,4 +1,4 @@
-"""The ``certify`` and ``certify-predict`` commands: smoothed certification of a whole data set.
+"""The ``certify`` command: smoothed certification of a whole data set (Cohen et al.'s certify.py).
 
 Each selected image gets its own noise generator seeded by (seed, idx), so an interrupted,
 resumed or sharded run writes the same rows as one uninterrupted run (all columns but ``time``).
@@ -10,13 +10,11 @@ Examples:
     certify --model ckpt.pt --dataset cifar10 --data-root data --sigma 0.5 --n 100000 --skip 20
     torchrun --nproc_per_node 2 -m certify --sigma 0.25 --N 100000   # two processes, one file
     # (under torchrun spell --n as --N: torchrun takes --n for an abbreviation of its own flags)
-    certify-predict --sigma 0.25 --n 1000 --alpha 0.001  # Cohen et al.'s predict.py
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -27,28 +25,32 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from certify import certify, predict
-from certify.cli_support import (
+from certify.cli.common import (
     OneLineParser,
-    add_model_arguments,
-    default_out,
-    image_generator,
-    load_model_and_data,
     positive_float,
     positive_int,
     probability,
     run_command,
+)
+from certify.cli.loading import (
+    add_model_arguments,
+    default_out,
+    image_generator,
+    load_run,
+    run_settings,
     selected_indices,
 )
+from certify.cli.shards import mark_complete, merge_parts, parse_shard, part_path
 from certify.fast import FastOptions, accelerate, fastest_batch_size
 from certify.results import (
     COHEN_CERTIFY_COLUMNS,
     COHEN_PREDICT_COLUMNS,
     ResultsFile,
+    read_rows,
     settings_path,
 )
-from certify.shards import mark_complete, merge_parts, parse_shard, part_path
-from certify.smoothing import model_device
+from certify.sampling import model_device
+from certify.smoothing import certify, predict
 
 CERTIFY_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "pA_lower", "count", "samples")
 PREDICT_COLUMNS = COHEN_PREDICT_COLUMNS
@@ -68,16 +70,12 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
     parser.add_argument("--batch", type=positive_int, default=None,
                         help="noise samples per forward pass (default: the fastest on the device, "
                              "measured at start; 1000 when sharded)")
-    parser.add_argument("--skip", type=positive_int, default=1, help="take every skip-th image")
-    parser.add_argument("--max", type=positive_int, default=None,
-                        help="stop before image index max (Cohen et al.'s --max)")
     add_model_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="results file "
                              "(default: results/<model>_<dataset>-<split>_sigma<s>_n<n>.tsv)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing results file made by other settings")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--shard", default=None,
                         help="i/K: certify only shard i of K (under torchrun: RANK/WORLD_SIZE)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -128,27 +126,24 @@ def predict_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tenso
 
 def run(args: argparse.Namespace, kind: str) -> int:
     """Certify (or predict) every selected image, appending one row per image."""
-    model, dataset, metadata, model_name, dataset_name = load_model_and_data(args, args.sigma)
+    loaded = load_run(args, args.sigma)
+    dataset, metadata = loaded.dataset, loaded.metadata
     options = FastOptions(args.channels_last, args.bf16, args.compile)
-    model = accelerate(model, options)
+    model = accelerate(loaded.model, options)
     trained_sigma = metadata.get("sigma")
     if trained_sigma is not None and abs(float(trained_sigma) - args.sigma) > 1e-9:
         print(f"{kind}: warning: the model was trained at sigma {trained_sigma}, "
               f"certifying at sigma {args.sigma}", file=sys.stderr)
-    out = args.out or default_out(model_name, dataset_name, args.split, args.sigma, args.n, kind)
+    out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
+                                  args.n, kind)
     shard, num_shards = shard_of(args)
     device = model_device(model)
     if args.batch is None:
         args.batch = choose_batch(args, out, num_shards, model, metadata)
-    settings = {
-        "command": kind, "model": model_name,
-        "checkpoint_sha256": metadata["checkpoint_sha256"], "dataset": dataset_name,
-        "split": args.split,
-        "sigma": args.sigma, "n": args.n, "n0": getattr(args, "n0", None), "alpha": args.alpha,
-        "batch": args.batch, "skip": args.skip, "max": args.max, "seed": args.seed,
-        "device": device.type, "channels_last": options.channels_last, "bf16": options.bfloat16,
-        "compile": options.compile,
-    }
+    settings = run_settings(
+        kind, args, loaded, device, n=args.n, n0=getattr(args, "n0", None), alpha=args.alpha,
+        batch=args.batch, channels_last=options.channels_last, bf16=options.bfloat16,
+        compile=options.compile)
     if kind == "certify" and (args.radius is not None or args.adaptive):
         settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance)
     path = out
@@ -211,8 +206,7 @@ def wait_for_shards(shard: int, num_shards: int) -> bool:
 def report(out: Path, kind: str, plot: bool) -> None:
     """Print the summary table of a finished results file (and draw its curve with --plot)."""
     if kind == "predict":
-        with open(out, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
+        rows = read_rows(out)
         total = max(len(rows), 1)
         accuracy = sum(int(row["correct"]) for row in rows) / total
         abstain_rate = sum(row["predict"] == "-1" for row in rows) / total
@@ -240,8 +234,8 @@ def report(out: Path, kind: str, plot: bool) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+        from certify.cli.plot import default_label
         from certify.plot import plot_certified_accuracy
-        from certify.plot_cli import default_label
 
         figure = plot_certified_accuracy({default_label(out): results})
         figure.savefig(out.with_suffix(".png"), dpi=150, bbox_inches="tight")
@@ -250,30 +244,8 @@ def report(out: Path, kind: str, plot: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``certify``."""
-    args = build_parser("certify", certifying=True).parse_args(argv)
-    return run_command("certify", lambda: run(args, "certify"))
-
-
-def predict_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``certify-predict`` (Cohen et al.'s predict.py)."""
-    args = build_parser("certify-predict", certifying=False).parse_args(argv)
-    return run_command("certify-predict", lambda: run(args, "predict"))
-
-
-def merge_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``certify-merge``: join the parts of a sharded run into one results file."""
-    parser = OneLineParser(prog="certify-merge", description=merge_main.__doc__)
-    parser.add_argument("out", type=Path, help="the results file the shards were run with (--out)")
-    parser.add_argument("--shards", type=positive_int, required=True,
-                        help="K, the number of shards")
-    args = parser.parse_args(argv)
-
-    def body() -> int:
-        rows = merge_parts(args.out, args.shards)
-        print(f"certify-merge: {rows} rows -> {args.out}")
-        return 0
-
-    return run_command("certify-merge", body)
+    return run_command("certify", build_parser("certify", certifying=True),
+                       lambda args: run(args, "certify"), argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Examples:
     certify-plot results/*_sigma*.tsv --envelope --out docs/certified_accuracy_digits.png
     certify-plot sigma_0.12 sigma_0.25 sigma_0.50 sigma_1.00 --radii 0 0.25 0.5 0.75 1 --latex
     certify-plot a.tsv b.tsv --labels "SimCLR + noise" "supervised" --out curve.pdf
-    python -m certify.plot_cli ../shared/reference/cohen2019/*.tsv --radii 0 0.5 1 --out c.svg
+    certify-plot tests/data/cohen2019/*.tsv --radii 0 0.5 1 --out c.svg
 """
 
 from __future__ import annotations
@@ -26,20 +26,15 @@ from certify.analysis import (
     short_number,
     sigma_of,
 )
-from certify.cli_support import OneLineParser, UserError, run_command
+from certify.cli.common import (
+    OneLineParser,
+    UserError,
+    non_negative_float,
+    positive_int,
+    run_command,
+)
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite float >= 0 (a radius)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a radius >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite radius >= 0, got {text!r}")
-    return value
 
 
 def build_parser() -> OneLineParser:
@@ -76,7 +71,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--title", default=None, help="a title for the figure")
     parser.add_argument(
         "--dpi",
-        type=int,
+        type=positive_int,
         default=125,
         help="PNG resolution; the figure is 6.4 in wide (default 125: 800 px)",
     )
@@ -130,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``certify-plot``; returns the exit status (2 for a user error)."""
-    args = build_parser().parse_args(argv)
-    return run_command("certify-plot", lambda: run(args))
+    return run_command("certify-plot", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

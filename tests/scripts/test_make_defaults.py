@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from encoders.make_defaults import DefaultsConfig, run
+from make_defaults import DefaultsConfig, run
 
 
 def test_one_epoch_run_fills_every_cell_and_resumes_from_its_files(tmp_path):

@@ -1,0 +1,8 @@
+"""The commands: argument parsing, model and data loading, results files on disk.
+
+One module per command (``certify``, ``certify-predict``, ``certify-merge``, ``certify-plot``,
+``certify-attack``, ``certify-audit``, ``encoders-pretrain``, ``encoders-finetune``), the glue they
+share beside them (:mod:`certify.cli.common`: the one-line error convention and argument types;
+:mod:`certify.cli.loading`: models, data and run settings; :mod:`certify.cli.shards`;
+:mod:`certify.cli.training`). Nothing in the library imports this package.
+"""

@@ -1,0 +1,148 @@
+"""The ``certify-audit`` command: attack each certificate inside its radius and count violations.
+
+It certifies each image (or reads the certificates of a ``certify`` results file), attacks every
+certified image with L2 EOT-PGD at 0.99 times its radius and counts the images whose ``predict``
+then names another class (violations; expected at most about 2 * alpha of the images attacked for
+a correct certifier). Resumable and reproducible as ``certify-attack``.
+
+Examples:
+    certify-audit --sigma 0.25 --n 100000 --skip 5
+    certify-audit --sigma 0.25 \\
+        --certificates results/digits-sigma0.25_digits-test_sigma0.25_n100000.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from certify.audit import AuditConfig, audit_batch
+from certify.cli.attack import NOT_ATTACKED, build_parser, chunks, load_images
+from certify.cli.common import OneLineParser, UserError, positive_int, probability, run_command
+from certify.cli.loading import (
+    default_out,
+    image_generator,
+    load_run,
+    run_settings,
+    selected_indices,
+)
+from certify.guarantee import ABSTAIN
+from certify.results import COHEN_CERTIFY_COLUMNS, ResultsFile, read_rows
+from certify.sampling import model_device
+from certify.smoothing import certify
+
+AUDIT_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "epsilon", "attacked", "violation")
+
+
+def audit_parser() -> OneLineParser:
+    parser = build_parser(
+        "certify-audit",
+        "Attack every certified image with L2 EOT-PGD just inside its radius; count violations.")
+    parser.add_argument("--certificates", type=Path, default=None,
+                        help="audit the rows of this certify results file instead of certifying")
+    parser.add_argument("--n0", "--N0", dest="n0", type=positive_int, default=100,
+                        help="selection samples per certificate (default 100)")
+    parser.add_argument("--n", "--N", dest="n", type=positive_int, default=100_000,
+                        help="estimation samples per certificate (default 100000)")
+    parser.add_argument("--predict-n", type=positive_int, default=10_000,
+                        help="predict samples at each attacked image (default 10000)")
+    parser.add_argument("--shrink", type=probability, default=0.99,
+                        help="attack at eps = shrink * radius (default 0.99)")
+    return parser
+
+
+def certificates_to_audit(args: argparse.Namespace, size: int) -> dict[int, tuple[int, float]]:
+    """idx -> (certified label, radius) from --certificates; empty without it."""
+    if args.certificates is None:
+        return {}
+    from certify.analysis import read_results, sigma_of
+
+    recorded_sigma = sigma_of(args.certificates)
+    if recorded_sigma is not None and abs(recorded_sigma - args.sigma) > 1e-9:
+        raise UserError(f"--certificates were made at sigma {recorded_sigma}, "
+                        f"but --sigma is {args.sigma}; their radii hold only for their own sigma")
+    results = read_results(args.certificates)
+    if int(results.idx.max()) >= size:
+        raise UserError(f"--certificates name image {int(results.idx.max())}, "
+                        f"but the data set has {size} images; pass the --dataset and --split "
+                        "they were made on")
+    return {int(idx): (int(label), float(radius))
+            for idx, label, radius in zip(results.idx, results.predict, results.radius)}
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    loaded = load_run(args, args.sigma)
+    model, dataset = loaded.model, loaded.dataset
+    device = model_device(model)
+    given = certificates_to_audit(args, len(dataset))
+    config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,
+                         eot_samples=args.eot_samples, steps=args.steps, restarts=args.restarts,
+                         shrink=args.shrink, batch_size=args.batch,
+                         attack_batch=args.attack_batch)
+    settings = run_settings(
+        "audit", args, loaded, device,
+        certificates=str(args.certificates) if given else None, n0=args.n0, n=args.n,
+        predict_n=args.predict_n, alpha=args.alpha, batch=args.batch, steps=args.steps,
+        eot_samples=args.eot_samples, restarts=args.restarts, shrink=args.shrink,
+        attack_batch=args.attack_batch)
+    out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
+                                  args.n, "audit")
+    indices = sorted(given) if given else selected_indices(len(dataset), args.skip, args.max)
+    with ResultsFile(out, AUDIT_COLUMNS, settings, overwrite=args.overwrite) as results:
+        todo = [chunk for chunk in chunks(indices, args.attack_batch)
+                if any(idx not in results.done for idx in chunk)]
+        with tqdm(total=len(indices), initial=len(indices) - sum(map(len, todo)), unit="img",
+                  disable=args.quiet, desc=f"audit {out.name}", file=sys.stderr) as bar:
+            for chunk in todo:
+                images, labels = load_images(dataset, chunk, device)
+                generator = image_generator(args.seed, chunk[0], device)
+                certified, radii, seconds = [], [], []
+                for idx, x in zip(chunk, images):
+                    start = time.perf_counter()
+                    if given:
+                        label, radius = given[idx]
+                    else:
+                        certificate = certify(model, x, args.sigma, args.n0, args.n, args.alpha,
+                                              args.batch, generator)
+                        label, radius = certificate.label, certificate.radius
+                    certified.append(label)
+                    radii.append(radius)
+                    seconds.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                records = audit_batch(model, images, certified, radii, config, generator)
+                shared = (time.perf_counter() - start) / len(chunk)
+                for i, (idx, label, record) in enumerate(zip(chunk, labels.tolist(), records)):
+                    if idx in results.done:
+                        continue
+                    attack_columns = (
+                        [0.0, NOT_ATTACKED, 0] if record is None
+                        else [f"{record.epsilon:.6f}", record.prediction, int(record.violation)])
+                    results.append([idx, label, certified[i], f"{radii[i]:.6f}",
+                                    int(certified[i] == label), f"{seconds[i] + shared:.4f}",
+                                    *attack_columns])
+                bar.update(len(chunk))
+    rows = read_rows(out)
+    attacked = [row for row in rows if row["attacked"] != NOT_ATTACKED]
+    violations = sum(int(row["violation"]) for row in attacked)
+    abstained = sum(int(row["attacked"]) == ABSTAIN for row in attacked)
+    print("\n".join([
+        f"certify-audit: {len(rows)} images -> {out}",
+        f"  {'certified and attacked':<32} {len(attacked)}",
+        f"  {'violations':<32} {violations}",
+        f"  {'expected at most about':<32} {2 * args.alpha * len(attacked):.3g} (2 * alpha each)",
+        f"  {'abstained after the attack':<32} {abstained}",
+    ]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``certify-audit``."""
+    return run_command("certify-audit", audit_parser(), run_audit, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The one convention of every command: one-line user errors with exit status 2, argparse types.
+
+A user error (a bad flag, a missing or damaged file, a path that cannot be written, Ctrl-C) ends a
+command with one line on stderr, ``<prog>: error: <what is wrong>``, and exit status 2 (130 for
+Ctrl-C), never a traceback. The library reports bad input as ValueError, files as OSError; the
+commands add :class:`UserError` for what only they can judge. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from typing import Any, NoReturn
+
+from encoders.errors import one_line
+
+USER_ERROR = 2
+INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; reported as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USER_ERROR, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def run_command(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    body: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse ``argv`` and run a command's body under the one-line error convention.
+
+    Returns:
+        The body's exit status; 2 after a user error (a bad flag, UserError, ValueError, OSError),
+        130 after Ctrl-C, 0 after --help.
+    """
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # --help, or a bad flag already reported on one line
+            return int(stop.code or 0)
+        return body(args)
+    except (UserError, ValueError, OSError) as error:
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+
+
+def is_main_process() -> bool:
+    """False in the processes of a torchrun run other than the first (RANK > 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _argument(text: str, convert: Callable[[str], Any], valid: Callable[[Any], bool],
+              expected: str) -> Any:
+    try:
+        value = convert(text)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    return _argument(text, float, lambda value: 0 < value < math.inf, "a finite number > 0")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    return _argument(text, float, lambda value: 0 <= value < math.inf, "a finite number >= 0")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (underscores allowed, as in 100_000)."""
+    return _argument(text, int, lambda value: value >= 1, "an integer >= 1")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a seed)."""
+    return _argument(text, int, lambda value: value >= 0, "an integer >= 0")
+
+
+def probability(text: str) -> float:
+    """argparse type: a float in the open interval (0, 1)."""
+    return _argument(text, float, lambda value: 0 < value < 1, "a number in (0, 1)")
+
+
+def epsilon(text: str) -> float:
+    """argparse type: a finite number > 0 written as a decimal or a fraction such as 8/255."""
+    return _argument(text, lambda value: float(Fraction(value)),
+                     lambda value: 0 < value < math.inf, "a number > 0 such as 0.5 or 8/255")

@@ -1,0 +1,52 @@
+"""The ``encoders-finetune`` command: Gaussian-noise training of a base classifier, from a SimCLR
+encoder (RUSH) or from random weights (Cohen et al.'s baseline); see :mod:`encoders.finetune`.
+
+Examples:
+    encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
+    encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
+    encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
+        --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from certify.cli.common import OneLineParser, non_negative_float, run_command
+from certify.cli.training import add_training_arguments, report_written
+from encoders.backbones import ARCHITECTURES
+from encoders.data import DATASET_NAMES
+from encoders.finetune import MODES, FinetuneConfig, finetune
+
+
+def build_parser() -> OneLineParser:
+    defaults = FinetuneConfig(sigma=0.0, out="")
+    parser = OneLineParser(prog="encoders-finetune",
+                           description="Train a base classifier with Gaussian noise augmentation.")
+    parser.add_argument("--sigma", type=non_negative_float, required=True,
+                        help="training noise level (pixels in [0, 1])")
+    parser.add_argument("--out", required=True,
+                        help="classifier checkpoint to write (never overwritten)")
+    parser.add_argument("--encoder",
+                        help="SimCLR checkpoint from encoders-pretrain; omit for the baseline")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
+    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
+    parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
+                        help="baseline backbone (default small_cnn for digits, resnet18 otherwise)")
+    parser.add_argument("--mode", choices=MODES, default=defaults.mode)
+    add_training_arguments(parser, defaults, ("epochs", "batch_size"), ("lr", "weight_decay"))
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    return report_written(finetune(FinetuneConfig(**vars(args)), progress=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``encoders-finetune``."""
+    return run_command("encoders-finetune", build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

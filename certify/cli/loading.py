@@ -1,0 +1,109 @@
+"""What the dataset commands share: choosing, loading and naming a model, its data and a run.
+
+This is the only place in certify/ that imports encoders/ for models and data: the library below
+takes any ``torch.nn.Module`` and any image tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from certify.cli.common import non_negative_int, positive_int
+
+
+class LoadedRun(NamedTuple):
+    """A model and its data, as the commands use them.
+
+    Attributes:
+        model: on the requested device, in eval mode.
+        dataset: indexable, yielding (image (C, H, W) in [0, 1], label).
+        metadata: the checkpoint's metadata plus ``checkpoint_sha256`` of its file.
+        model_name: the --model given (or the shipped model's name).
+        dataset_name: the data set's name.
+    """
+
+    model: torch.nn.Module
+    dataset: Any
+    metadata: dict[str, Any]
+    model_name: str
+    dataset_name: str
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose a model, a data set, a device and a noise seed."""
+    parser.add_argument("--model", default=None,
+                        help="checkpoint path or shipped model name "
+                             "(default: the shipped digits model for --sigma)")
+    parser.add_argument("--dataset", default=None,
+                        help="data set name (default: the one the model was trained on)")
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding the data set files (not needed for digits)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="noise seed (default 0)")
+    parser.add_argument("--skip", type=positive_int, default=1,
+                        help="take every skip-th image")
+    parser.add_argument("--max", type=positive_int, default=None,
+                        help="stop before image index max (Cohen et al.'s --max)")
+
+
+def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
+    """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
+
+    Raises:
+        ValueError: for a missing or damaged checkpoint or data set, or a bad --device.
+    """
+    import encoders
+    from encoders.checkpoint import classifier_from_state, load_checkpoint, resolve
+    from encoders.data import load_dataset
+    from encoders.training import resolve_device
+
+    source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
+    payload = load_checkpoint(source, kind="classifier")  # read once for weights and metadata
+    metadata = payload["metadata"]
+    metadata["checkpoint_sha256"] = hashlib.sha256(resolve(source).read_bytes()).hexdigest()
+    model = classifier_from_state(metadata, payload["state_dict"])
+    model = model.to(resolve_device(args.device)).eval()
+    dataset_name = args.dataset or metadata["dataset"]
+    dataset = load_dataset(dataset_name, args.split, args.data_root)
+    return LoadedRun(model, dataset, metadata, str(source), dataset_name)
+
+
+def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,
+                 device: torch.device, **specific: Any) -> dict[str, Any]:
+    """The settings recorded beside a results file: what every dataset command shares (model,
+    checkpoint digest, data, selection, seed, device) and the command's own ``specific`` ones."""
+    return {
+        "command": command, "model": loaded.model_name,
+        "checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
+        "dataset": loaded.dataset_name, "split": args.split, "sigma": args.sigma,
+        **specific,
+        "skip": args.skip, "max": args.max, "seed": args.seed, "device": device.type,
+    }
+
+
+def selected_indices(size: int, skip: int, stop: int | None) -> list[int]:
+    """Cohen et al.'s selection: every ``skip``-th image index below ``stop`` (or the end)."""
+    return list(range(0, size if stop is None else min(size, stop), skip))
+
+
+def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded by (seed, idx) alone, so each image's noise is fixed."""
+    state = np.random.SeedSequence([seed, idx]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(
+        (int(state[0]) << 31) ^ int(state[1]))
+
+
+def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:
+    """results/<model>_<dataset>-<split>_sigma<s>_n<n>[_<kind>].tsv"""
+    stem = Path(model).stem if os.sep in model or model.endswith(".pt") else model
+    suffix = "" if kind == "certify" else f"_{kind}"
+    return Path("results") / f"{stem}_{dataset}-{split}_sigma{sigma:.2f}_n{n}{suffix}.tsv"

@@ -1,0 +1,49 @@
+"""The ``encoders-pretrain`` command: SimCLR pre-training of an encoder (the first stage of RUSH).
+
+Resumable (rerun the same command) and data-parallel under torchrun; see :mod:`encoders.pretrain`.
+
+Examples:
+    encoders-pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
+    encoders-pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
+        --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
+    torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
+        --out runs/ddp.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from certify.cli.common import OneLineParser, run_command
+from certify.cli.training import add_training_arguments, report_written
+from encoders.backbones import ARCHITECTURES
+from encoders.data import DATASET_NAMES
+from encoders.pretrain import PretrainConfig, pretrain
+
+
+def build_parser() -> OneLineParser:
+    defaults = PretrainConfig()
+    parser = OneLineParser(prog="encoders-pretrain",
+                           description="SimCLR pre-training of an encoder (resumable).")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
+    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
+    parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
+                        help="backbone (default small_cnn for digits, resnet18 otherwise)")
+    parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
+    add_training_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim"),
+                           ("temperature", "lr", "weight_decay"))
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    return report_written(pretrain(PretrainConfig(**vars(args)), progress=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``encoders-pretrain``."""
+    return run_command("encoders-pretrain", build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
