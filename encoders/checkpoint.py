@@ -159,8 +159,18 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
             arbitrary pickled objects (refused, never executed).
     """
     path = resolve(source)
+    return check_checkpoint(read_torch_file(path), path, kind)
+
+
+def read_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with one-line errors.
+
+    Raises:
+        CheckpointError: if the file is damaged or not a torch file, or holds arbitrary pickled
+            objects (refused, never executed).
+    """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:  # not a pickle of objects at all: random bytes, a truncated file
@@ -175,6 +185,14 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
         raise CheckpointError(
             f"cannot read checkpoint {path}: damaged or not a torch file ({one_line(error)})"
         ) from error
+
+
+def check_checkpoint(payload: Any, path: Path, kind: str | None) -> dict[str, Any]:
+    """Validate what :func:`read_torch_file` read from ``path`` as a checkpoint of ``kind``.
+
+    Raises:
+        CheckpointError: if it is of another format or kind, or its metadata is invalid.
+    """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} file")
     if payload.get("format_version") != FORMAT_VERSION:
