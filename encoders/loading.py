@@ -291,14 +291,15 @@ def _literal_arguments(text: str, spec: str) -> tuple[list[Any], dict[str, Any]]
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
             raise ValueError("not one argument list")
         arguments = [ast.literal_eval(node) for node in call.args]
-        keywords = {node.arg: ast.literal_eval(node.value) for node in call.keywords}
+        keywords = {node.arg: ast.literal_eval(node.value) for node in call.keywords
+                    if node.arg is not None}
+        if len(keywords) != len(call.keywords):
+            raise ValueError(f"factory {spec!r}: arguments must be literals, not **unpacking")
     except (SyntaxError, ValueError, TypeError) as error:
         raise ValueError(
             f"factory {spec!r}: arguments must be literals such as num_classes=10 "
             f"({one_line(error)})"
         ) from error
-    if None in keywords:
-        raise ValueError(f"factory {spec!r}: arguments must be literals, not **unpacking")
     return arguments, keywords
 
 

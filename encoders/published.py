@@ -235,6 +235,8 @@ def load_cohen(
         model, _match_data_parallel(state_dict, model.state_dict()), f"arch {arch!r}", path
     )
     spec = ARCHITECTURES[arch]
+    normalize = model[0]
+    assert isinstance(normalize, ConstantNormalize)
     metadata: dict[str, Any] = {
         "format": "cohen2019",
         "architecture": arch,
@@ -242,8 +244,8 @@ def load_cohen(
         "num_classes": spec.num_classes,
         "input_shape": list(spec.input_shape),
         "sigma": sigma_from_path(path),
-        "mean": model[0].mean.flatten().tolist(),
-        "std": model[0].std.flatten().tolist(),
+        "mean": normalize.mean.flatten().tolist(),
+        "std": normalize.std.flatten().tolist(),
     }
     if isinstance(payload.get("epoch"), int):
         metadata["epoch"] = payload["epoch"]

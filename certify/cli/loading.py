@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from certify.cli.common import non_negative_int, positive_int
+from certify.cli.common import UserError, non_negative_int, positive_int
 
 
 class LoadedRun(NamedTuple):
@@ -39,8 +40,17 @@ class LoadedRun(NamedTuple):
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a model, a data set, a device and a noise seed."""
     parser.add_argument("--model", default=None,
-                        help="checkpoint path or shipped model name "
+                        help="a checkpoint (ours, Cohen et al.'s format, TorchScript, or a state "
+                             "dict with --model-factory) or a shipped model's name "
                              "(default: the shipped digits model for --sigma)")
+    parser.add_argument("--model-factory", default=None, metavar="MODULE:FUNCTION",
+                        help="the function that builds the network whose state dict --model "
+                             "holds, e.g. 'torchvision.models:resnet18(num_classes=10)'")
+    parser.add_argument("--normalize", nargs=2, type=channel_values, default=None,
+                        metavar=("MEAN", "STD"),
+                        help="per-channel normalisation the model expects, e.g. "
+                             "0.4914,0.4822,0.4465 0.2023,0.1994,0.2010 (prepended as its first "
+                             "layer; noise stays in pixel space)")
     parser.add_argument("--dataset", default=None,
                         help="data set name (default: the one the model was trained on)")
     parser.add_argument("--split", default="test", choices=("train", "test"))
@@ -55,6 +65,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop before image index max (Cohen et al.'s --max)")
 
 
+def channel_values(text: str) -> list[float]:
+    """argparse type: comma-separated finite numbers, one per channel."""
+    try:
+        values = [float(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.5,0.5,0.5, got {text!r}") from None
+    if not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
 def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
 
@@ -62,19 +84,22 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
         ValueError: for a missing or damaged checkpoint or data set, or a bad --device.
     """
     import encoders
-    from encoders.checkpoint import classifier_from_state, load_checkpoint, resolve
+    from encoders.checkpoint import resolve
     from encoders.data import load_dataset
     from encoders.training import resolve_device
 
     source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
-    payload = load_checkpoint(source, kind="classifier")  # read once for weights and metadata
-    metadata = payload["metadata"]
-    metadata["checkpoint_sha256"] = hashlib.sha256(resolve(source).read_bytes()).hexdigest()
-    model = classifier_from_state(metadata, payload["state_dict"])
-    model = model.to(resolve_device(args.device)).eval()
-    dataset_name = args.dataset or metadata["dataset"]
+    device = resolve_device(args.device)
+    normalize = tuple(args.normalize) if args.normalize else None
+    model, metadata = encoders.load_model(source, factory=args.model_factory, normalize=normalize)
+    metadata = {**metadata,
+                "checkpoint_sha256": hashlib.sha256(resolve(source).read_bytes()).hexdigest()}
+    dataset_name = args.dataset or metadata.get("dataset")
+    if dataset_name is None:
+        raise UserError(f"{source} does not record the data set it was trained on: "
+                        "name it with --dataset")
     dataset = load_dataset(dataset_name, args.split, args.data_root)
-    return LoadedRun(model, dataset, metadata, str(source), dataset_name)
+    return LoadedRun(model.to(device).eval(), dataset, metadata, str(source), dataset_name)
 
 
 def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,
@@ -103,7 +128,12 @@ def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generato
 
 
 def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:
-    """results/<model>_<dataset>-<split>_sigma<s>_n<n>[_<kind>].tsv"""
-    stem = Path(model).stem if os.sep in model or model.endswith(".pt") else model
+    """results/<model>_<dataset>-<split>_sigma<s>_n<n>[_<kind>].tsv, where <model> is a shipped
+    model's name or the file's name without extensions (for the ``checkpoint.pth.tar`` files of
+    Cohen et al.'s releases, the two folders above it: ``resnet110_noise_0.25``)."""
+    path = Path(model)
+    stem = path.name.split(".")[0] if os.sep in model or path.exists() else model
+    if stem == "checkpoint":
+        stem = f"{path.parent.parent.name}_{path.parent.name}".strip("_") or stem
     suffix = "" if kind == "certify" else f"_{kind}"
     return Path("results") / f"{stem}_{dataset}-{split}_sigma{sigma:.2f}_n{n}{suffix}.tsv"

@@ -230,3 +230,33 @@ def test_cuda_without_gpu_is_a_user_error(checkpoint, tmp_path, capsys) -> None:
         pytest.skip("a GPU is present")
     assert main(arguments(checkpoint, tmp_path / "run.tsv", "--device", "cuda")) == 2
     assert "cuda" in capsys.readouterr().err
+
+
+def test_certify_reads_a_cohen_checkpoint_and_names_the_results_after_its_folders(
+        tmp_path, monkeypatch, capsys) -> None:
+    """`--model .../noise_0.25/checkpoint.pth.tar` in Cohen et al.'s format certifies CIFAR-10."""
+    from encoders.published import cohen_classifier
+    from data_formats import write_cifar
+
+    write_cifar(tmp_path / "data", "cifar10", per_file=2)
+    release = tmp_path / "models" / "resnet20" / "noise_0.25"
+    release.mkdir(parents=True)
+    torch.manual_seed(0)
+    network = cohen_classifier("cifar_resnet20")
+    torch.save({"arch": "cifar_resnet20", "state_dict": network.state_dict(), "epoch": 90},
+               release / "checkpoint.pth.tar")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--model", str(release / "checkpoint.pth.tar"), "--dataset", "cifar10",
+                 "--data-root", "data", "--sigma", "0.25", "--n0", "10", "--n", "40",
+                 "--batch", "40", "--max", "2", "--device", "cpu", "--quiet"]) == 0
+    out = tmp_path / "results" / "resnet20_noise_0.25_cifar10-test_sigma0.25_n40.tsv"
+    assert len(read_results(out)) == 2, capsys.readouterr().err
+
+
+def test_a_model_that_does_not_name_its_data_set_needs_dataset(tmp_path, capsys) -> None:
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))
+    scripted.save(str(tmp_path / "model.ts"))
+    assert main(["--model", str(tmp_path / "model.ts"), "--sigma", "0.25", "--device", "cpu",
+                 "--out", str(tmp_path / "r.tsv")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--dataset" in error[0] and "model.ts" in error[0]
