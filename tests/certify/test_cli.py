@@ -235,8 +235,9 @@ def test_cuda_without_gpu_is_a_user_error(checkpoint, tmp_path, capsys) -> None:
 def test_certify_reads_a_cohen_checkpoint_and_names_the_results_after_its_folders(
         tmp_path, monkeypatch, capsys) -> None:
     """`--model .../noise_0.25/checkpoint.pth.tar` in Cohen et al.'s format certifies CIFAR-10."""
-    from encoders.published import cohen_classifier
     from data_formats import write_cifar
+
+    from encoders.published import cohen_classifier
 
     write_cifar(tmp_path / "data", "cifar10", per_file=2)
     release = tmp_path / "models" / "resnet20" / "noise_0.25"

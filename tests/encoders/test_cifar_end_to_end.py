@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import encoders
@@ -11,6 +12,7 @@ from encoders.finetune import FinetuneConfig, finetune
 from encoders.pretrain import PretrainConfig, pretrain
 
 
+@pytest.mark.slow
 def test_pretrain_finetune_load_and_certify_on_cifar10_files(cifar10_root, tmp_path):
     encoder = pretrain(
         PretrainConfig(

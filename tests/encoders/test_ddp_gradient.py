@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -45,6 +46,7 @@ def one_process(rank: int, store: str, result: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_whole_batch_gradient(tmp_path: Path) -> None:
     result = tmp_path / "gradients.pt"
     mp.spawn(one_process, args=(str(tmp_path / "store"), str(result)), nprocs=WORLD, join=True)

@@ -36,6 +36,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     straight = pretrain(_config(tmp_path / "straight.pt"))
     real_save = pretrain_module.save_checkpoint
@@ -57,6 +58,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow
 def test_resuming_with_another_recipe_is_refused(tmp_path):
     out = tmp_path / "run.pt"
     pretrain(_config(out, epochs=1))
@@ -64,6 +66,7 @@ def test_resuming_with_another_recipe_is_refused(tmp_path):
         pretrain(_config(out, epochs=1, temperature=0.2))
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp.pt"
     command = [
@@ -122,6 +125,7 @@ def test_linear_mode_trains_only_the_head(simclr_checkpoint, tmp_path):
     assert metadata["recipe"]["pretrain"]["stage"] == "simclr"
 
 
+@pytest.mark.slow
 def test_full_mode_and_baseline_train_everything(simclr_checkpoint, tmp_path):
     full = finetune(
         FinetuneConfig(
@@ -168,6 +172,7 @@ def test_cli_user_errors_exit_2_with_one_line(
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.slow
 def test_python_dash_m_exits_2_without_traceback(tmp_path):
     command = [
         sys.executable,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from make_defaults import DefaultsConfig, run
 
 
+@pytest.mark.slow
 def test_one_epoch_run_fills_every_cell_and_resumes_from_its_files(tmp_path):
     config = DefaultsConfig(
         work=str(tmp_path), seeds=(0,), sigmas=(0.25,), pretrain_epochs=1, finetune_epochs=1
