@@ -10,6 +10,8 @@ Command lines::
 
     python -m encoders.finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
     python -m encoders.finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
+    python -m encoders.finetune --encoder runs/digits-simclr.pt --sigma 0.25 \\
+        --recipe consistency --lbd 20 --out runs/rush-consistency-0.25.pt     # another loss
     python -m encoders.finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
 """
@@ -22,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from encoders.backbones import ARCHITECTURES, Classifier, build_classifier, default_architecture
@@ -30,6 +31,16 @@ from encoders.checkpoint import load_checkpoint, save_checkpoint, versions
 from encoders.data import DATASET_NAMES, ImageDataset, load_dataset
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
+from encoders.recipes import (
+    PRESETS,
+    RECIPES,
+    Attack,
+    GaussianRecipe,
+    Recipe,
+    check_recipe,
+    make_recipe,
+    recipe_loss,
+)
 from encoders.training import (
     Processes,
     add_training_arguments,
@@ -47,7 +58,7 @@ MODES = ("full", "linear")
 @dataclass(frozen=True)
 class FinetuneConfig:
     """A noise-augmented training run; ``encoder`` None trains the supervised baseline from
-    scratch."""
+    scratch; ``recipe`` is the loss (:mod:`encoders.recipes`, default Gaussian training)."""
 
     sigma: float
     out: str
@@ -63,6 +74,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-5
     seed: int = 0
     device: str = "auto"
+    recipe: Recipe = GaussianRecipe()
 
 
 def _check(config: FinetuneConfig) -> None:
@@ -127,12 +139,16 @@ def _initial_model(
     return model, metadata["recipe"], metadata["architecture"]
 
 
-def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
+def finetune(
+    config: FinetuneConfig, progress: bool = False, attack: Attack | None = None
+) -> Path:
     """Train a base classifier with Gaussian noise at ``config.sigma`` and save it.
 
     Args:
-        config: the run.
+        config: the run; ``config.recipe`` chooses the loss (:mod:`encoders.recipes`).
         progress: show a tqdm bar with the loss.
+        attack: the attack of recipe "smoothadv" (e.g. certify.attacks.smoothadv.smoothadv_pgd);
+            None for the other recipes.
 
     Returns:
         The path of a "classifier" checkpoint that :func:`encoders.load_classifier` reads; its
@@ -143,6 +159,7 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
             ``out``.
     """
     _check(config)
+    check_recipe(config.recipe, attack)
     device = resolve_device(config.device)
     train = load_dataset(config.dataset, "train", config.root)
     torch.manual_seed(config.seed)
@@ -172,8 +189,9 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
                 group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
             pixels, labels = train.batch(indices)
             pixels, labels = pixels.to(device), labels.to(device)
-            noise = torch.randn(pixels.shape, generator=generator, device=device)
-            loss = F.cross_entropy(model(pixels + config.sigma * noise), labels)
+            loss = recipe_loss(
+                config.recipe, model, pixels, labels, config.sigma, generator, epoch, attack
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -230,7 +248,21 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
     add_training_arguments(parser, defaults, ("epochs", "batch_size", "seed"),
                            ("lr", "weight_decay"))
-    return FinetuneConfig(**vars(parser.parse_args(argv)))
+    parser.add_argument("--recipe", choices=RECIPES + tuple(PRESETS), default="gaussian",
+                        help="training loss, or a paper's named setting (encoders/recipes.py)")
+    hyper_parameters = {"noise_copies": int, "lbd": float, "eta": float, "epsilon": float,
+                        "attack_steps": int, "warmup_epochs": int, "gamma": float,
+                        "beta": float, "deferred_epochs": int}
+    for name, kind in hyper_parameters.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                            help="a hyper-parameter of --recipe (default: the recipe's)")
+    arguments = vars(parser.parse_args(argv))
+    overrides = {name: arguments.pop(name) for name in hyper_parameters}
+    try:
+        recipe = make_recipe(arguments.pop("recipe"), **overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    return FinetuneConfig(**arguments, recipe=recipe)
 
 
 def main(argv: list[str] | None = None) -> int:
