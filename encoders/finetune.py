@@ -32,7 +32,7 @@ from encoders.data import DATASET_NAMES, ImageDataset, load_dataset
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
 from encoders.recipes import (
-    PRESETS,
+    RECIPE_PRESETS,
     RECIPES,
     Attack,
     GaussianRecipe,
@@ -248,7 +248,8 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
     add_training_arguments(parser, defaults, ("epochs", "batch_size", "seed"),
                            ("lr", "weight_decay"))
-    parser.add_argument("--recipe", choices=RECIPES + tuple(PRESETS), default="gaussian",
+    parser.add_argument("--recipe", choices=RECIPES + tuple(RECIPE_PRESETS),
+                        default="gaussian",
                         help="training loss, or a paper's named setting (encoders/recipes.py)")
     hyper_parameters = {"noise_copies": int, "lbd": float, "eta": float, "epsilon": float,
                         "attack_steps": int, "warmup_epochs": int, "gamma": float,

@@ -4,7 +4,7 @@ Randomized smoothing certifies g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2
 Rosenfeld and Kolter 2019) for any base classifier f; how f is trained decides how large the
 certified radii are. Each recipe below is a frozen dataclass holding its paper's hyper-parameters
 (defaults: the paper's CIFAR-10 setting at sigma = 0.25; other settings of the papers are named
-in :data:`PRESETS`) and one loss function written from the paper's equation:
+in :data:`RECIPE_PRESETS`) and one loss function written from the paper's equation:
 
 - ``gaussian``: cross-entropy of f on one noisy copy (Cohen et al. 2019, Section 4);
 - ``consistency``: cross-entropy on m noisy copies, plus lambda times the mean KL divergence of
@@ -195,7 +195,7 @@ RECIPE_TYPES: dict[str, type] = {
 }
 RECIPES = tuple(RECIPE_TYPES)
 
-PRESETS: dict[str, Recipe] = {
+RECIPE_PRESETS: dict[str, Recipe] = {
     "consistency-cifar10-sigma0.25": ConsistencyRecipe(noise_copies=2, lbd=20.0, eta=0.5),
     "consistency-cifar10-sigma0.50": ConsistencyRecipe(noise_copies=2, lbd=10.0, eta=0.5),
     "consistency-cifar10-sigma1.00": ConsistencyRecipe(noise_copies=2, lbd=10.0, eta=0.5),
@@ -220,7 +220,7 @@ def make_recipe(name: str, **overrides: float | int | None) -> Recipe:
     """A recipe by recipe or preset name, with some hyper-parameters replaced.
 
     Args:
-        name: one of :data:`RECIPES` (the paper's defaults) or of :data:`PRESETS`.
+        name: one of :data:`RECIPES` (the paper's defaults) or of :data:`RECIPE_PRESETS`.
         **overrides: hyper-parameters of that recipe; None leaves a value unchanged.
 
     Returns:
@@ -236,10 +236,11 @@ def make_recipe(name: str, **overrides: float | int | None) -> Recipe:
     """
     if name in RECIPE_TYPES:
         base = RECIPE_TYPES[name]()
-    elif name in PRESETS:
-        base = PRESETS[name]
+    elif name in RECIPE_PRESETS:
+        base = RECIPE_PRESETS[name]
     else:
-        raise ValueError(f"recipe must be one of {RECIPES + tuple(PRESETS)}, got {name!r}")
+        names = RECIPES + tuple(RECIPE_PRESETS)
+        raise ValueError(f"recipe must be one of {names}, got {name!r}")
     settable = [item.name for item in fields(base) if item.init]
     given = {key: value for key, value in overrides.items() if value is not None}
     for key in given:

@@ -17,7 +17,7 @@ from encoders.backbones import build_classifier
 from encoders.data import load_dataset
 from encoders.finetune import FinetuneConfig, finetune, parse_args
 from encoders.recipes import (
-    PRESETS,
+    RECIPE_PRESETS,
     ConsistencyRecipe,
     GaussianRecipe,
     MacerRecipe,
@@ -338,7 +338,7 @@ def test_presets_and_overrides():
     assert make_recipe("macer-mnist", lbd=3.0) == MacerRecipe(16, 3.0, 8.0, 16.0, 30)
     assert make_recipe("smoothadv", epsilon=None) == SmoothAdvRecipe()
     assert make_recipe("gaussian") == GaussianRecipe()
-    assert all(make_recipe(name) == preset for name, preset in PRESETS.items())
+    assert all(make_recipe(name) == preset for name, preset in RECIPE_PRESETS.items())
 
 
 def test_command_line_builds_the_recipe():
