@@ -18,9 +18,10 @@ in :data:`RECIPE_PRESETS`) and one loss function written from the paper's equati
   "MACER: Attack-free and Scalable Robust Training via Maximizing Certified Radius", ICLR 2020).
 
 Every loss takes ``noise`` of shape (m, B, C, H, W), already scaled by sigma, so that m = 1
-draws exactly the noise of Gaussian training from the same generator. The papers' code splits
-each batch of 256 images into m chunks of 256/m images with m copies each; here every image of a
-batch gets m copies, so ``batch_size = 256 / m`` reproduces their steps.
+draws exactly the noise of Gaussian training from the same generator. Every image of a batch
+gets m copies. Jeong and Shin's and Salman et al.'s code split each batch of 256 images into m
+chunks of 256/m images with m copies each, so ``batch_size = 256 / m`` here reproduces their
+steps; MACER's code gives each of 64 images its k copies, as here.
 
 SmoothAdv needs an attack on the soft smoothed classifier. This package does not implement one:
 a caller passes any callable ``attack(model, pixels, labels, noise, epsilon, steps)`` returning

@@ -66,6 +66,7 @@ class DigitsRecipesConfig:
     skip: int = 1
     batch: int | None = None
     device: str = "auto"
+    table_only: bool = False
 
 
 def recipe_for(name: str, config: DigitsRecipesConfig):
@@ -80,11 +81,23 @@ def results_path(work: Path, stem: str, config: DigitsRecipesConfig) -> Path:
 
 
 def run(config: DigitsRecipesConfig, log=print) -> dict[tuple[float, str, str], list[dict]]:
-    """Train and certify everything missing; returns, for each (sigma, recipe, stage), one
-    {"accuracy": [per radius], "acr": float} per seed."""
+    """Train and certify everything missing (with ``table_only``, only read the results files);
+    returns, for each (sigma, recipe, stage), one {"accuracy": [per radius], "acr", "images"}
+    per seed.
+
+    Raises:
+        ValueError: if a command fails, or with ``table_only`` a results file is missing.
+    """
     work = Path(config.work)
     scores: dict[tuple[float, str, str], list[dict]] = {}
     for seed in config.seeds:
+        if config.table_only:
+            for sigma in config.sigmas:
+                for name in config.recipes:
+                    for stage in STAGES:
+                        stem = f"{stage}-{name}-sigma{sigma:.2f}-seed{seed}"
+                        _score(scores, (sigma, name, stage), results_path(work, stem, config))
+            continue
         started = time.perf_counter()
         simclr = pretrain(PretrainConfig(dataset="digits", out=str(work / f"simclr-seed{seed}.pt"),
                                          epochs=config.pretrain_epochs, seed=seed,
@@ -121,13 +134,19 @@ def run(config: DigitsRecipesConfig, log=print) -> dict[tuple[float, str, str], 
                     if status != 0:
                         raise ValueError(f"certify failed on {checkpoint}")
                     log(f"{stem}: certified in {time.perf_counter() - begun:.0f} s")
-                    certified = read_results(results)
-                    scores.setdefault((sigma, name, stage), []).append({
-                        "accuracy": certified_accuracy(certified, RADII).tolist(),
-                        "acr": average_certified_radius(certified),
-                        "images": len(certified),
-                    })
+                    _score(scores, (sigma, name, stage), results)
     return scores
+
+
+def _score(scores: dict, key: tuple[float, str, str], results: Path) -> None:
+    if not results.exists():
+        raise ValueError(f"no results file {results}; run without --table-only first")
+    certified = read_results(results)
+    scores.setdefault(key, []).append({
+        "accuracy": certified_accuracy(certified, RADII).tolist(),
+        "acr": average_certified_radius(certified),
+        "images": len(certified),
+    })
 
 
 def _cell(values: list[float]) -> str:
@@ -173,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="noise samples per forward pass in certify (default: measured)")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only read the results files under --work and print the table")
     arguments = vars(parser.parse_args(argv))
     threads = arguments.pop("threads")
     if threads:

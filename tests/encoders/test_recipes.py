@@ -16,6 +16,7 @@ import encoders
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset
 from encoders.finetune import FinetuneConfig, finetune, parse_args
+from encoders.finetune import main as finetune_main
 from encoders.recipes import (
     RECIPE_PRESETS,
     ConsistencyRecipe,
@@ -407,3 +408,12 @@ def test_finetune_refuses_smoothadv_without_an_attack(tmp_path):
     with pytest.raises(ValueError, match="attack"):
         finetune(config)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_command_without_an_attack_refuses_smoothadv_in_one_line(tmp_path, monkeypatch, capsys):
+    # encoders never imports certify: the attack comes from a caller that imports both
+    monkeypatch.chdir(tmp_path)
+    assert finetune_main(["--sigma", "0.25", "--out", "x.pt", "--recipe", "smoothadv",
+                          "--device", "cpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "attack" in lines[0]
