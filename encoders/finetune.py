@@ -10,6 +10,8 @@ Command lines (``encoders-finetune``, :mod:`certify.cli.finetune`)::
 
     encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
     encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
+    encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 \\
+        --recipe consistency --lbd 20 --out runs/rush-consistency-0.25.pt     # another loss
     encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
 """
@@ -20,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from encoders.backbones import Classifier, build_classifier, default_architecture
@@ -28,6 +29,13 @@ from encoders.checkpoint import load_checkpoint, save_checkpoint, versions
 from encoders.data import ImageDataset, load_dataset
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
+from encoders.recipes import (
+    Attack,
+    GaussianRecipe,
+    Recipe,
+    check_recipe,
+    recipe_loss,
+)
 from encoders.training import (
     Processes,
     channel_stats,
@@ -43,7 +51,7 @@ MODES = ("full", "linear")
 @dataclass(frozen=True)
 class FinetuneConfig:
     """A noise-augmented training run; ``encoder`` None trains the supervised baseline from
-    scratch."""
+    scratch; ``recipe`` is the loss (:mod:`encoders.recipes`, default Gaussian training)."""
 
     sigma: float
     out: str
@@ -59,6 +67,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-5
     seed: int = 0
     device: str = "auto"
+    recipe: Recipe = GaussianRecipe()
 
 
 def _check(config: FinetuneConfig) -> None:
@@ -123,12 +132,16 @@ def _initial_model(
     return model, metadata["recipe"], metadata["architecture"]
 
 
-def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
+def finetune(
+    config: FinetuneConfig, progress: bool = False, attack: Attack | None = None
+) -> Path:
     """Train a base classifier with Gaussian noise at ``config.sigma`` and save it.
 
     Args:
-        config: the run.
+        config: the run; ``config.recipe`` chooses the loss (:mod:`encoders.recipes`).
         progress: show a tqdm bar with the loss.
+        attack: the attack of recipe "smoothadv" (e.g. certify.attacks.smoothadv.smoothadv_pgd);
+            None for the other recipes.
 
     Returns:
         The path of a "classifier" checkpoint that :func:`encoders.load_classifier` reads; its
@@ -139,6 +152,7 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
             ``out``.
     """
     _check(config)
+    check_recipe(config.recipe, attack)
     device = resolve_device(config.device)
     train = load_dataset(config.dataset, "train", config.root)
     torch.manual_seed(config.seed)
@@ -168,8 +182,9 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
                 group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
             pixels, labels = train.batch(indices)
             pixels, labels = pixels.to(device), labels.to(device)
-            noise = torch.randn(pixels.shape, generator=generator, device=device)
-            loss = F.cross_entropy(model(pixels + config.sigma * noise), labels)
+            loss = recipe_loss(
+                config.recipe, model, pixels, labels, config.sigma, generator, epoch, attack
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

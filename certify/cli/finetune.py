@@ -4,6 +4,8 @@ encoder (RUSH) or from random weights (Cohen et al.'s baseline); see :mod:`encod
 Examples:
     encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
     encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
+    encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 \\
+        --recipe consistency --lbd 20 --out runs/rush-consistency-0.25.pt     # another loss
     encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
 """
@@ -13,11 +15,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-from certify.cli.common import OneLineParser, non_negative_float, run_command
+from certify.attacks.smoothadv import smoothadv_pgd
+from certify.cli.common import (
+    OneLineParser,
+    UserError,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    run_command,
+)
 from certify.cli.training import add_training_arguments, report_written
 from encoders.backbones import ARCHITECTURES
 from encoders.data import DATASET_NAMES
 from encoders.finetune import MODES, FinetuneConfig, finetune
+from encoders.recipes import RECIPE_PRESETS, RECIPES, SmoothAdvRecipe, make_recipe
+
+RECIPE_HYPER_PARAMETERS = {
+    "noise_copies": positive_int, "lbd": non_negative_float, "eta": non_negative_float,
+    "epsilon": non_negative_float, "attack_steps": positive_int,
+    "warmup_epochs": non_negative_int, "gamma": non_negative_float, "beta": non_negative_float,
+    "deferred_epochs": non_negative_int,
+}
+"""The flags of the recipes' hyper-parameters (each applies to the recipes that have it)."""
 
 
 def build_parser() -> OneLineParser:
@@ -36,11 +55,25 @@ def build_parser() -> OneLineParser:
                         help="baseline backbone (default small_cnn for digits, resnet18 otherwise)")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
     add_training_arguments(parser, defaults, ("epochs", "batch_size"), ("lr", "weight_decay"))
+    parser.add_argument("--recipe", choices=RECIPES + tuple(RECIPE_PRESETS), default="gaussian",
+                        help="training loss, or a paper's named setting (encoders/recipes.py)")
+    for name, kind in RECIPE_HYPER_PARAMETERS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                            help="a hyper-parameter of --recipe (default: the recipe's)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    return report_written(finetune(FinetuneConfig(**vars(args)), progress=True))
+    arguments = vars(args)
+    overrides = {name: arguments.pop(name) for name in RECIPE_HYPER_PARAMETERS}
+    try:
+        recipe = make_recipe(arguments.pop("recipe"), **overrides)
+    except ValueError as error:
+        raise UserError(f"--recipe: {error}") from None
+    # SmoothAdv's attack lives in certify/attacks; encoders, which trains, never imports certify.
+    attack = smoothadv_pgd if isinstance(recipe, SmoothAdvRecipe) else None
+    config = FinetuneConfig(**arguments, recipe=recipe)
+    return report_written(finetune(config, progress=True, attack=attack))
 
 
 def main(argv: list[str] | None = None) -> int:
