@@ -155,6 +155,7 @@ def test_user_errors_are_one_line_and_exit_2(entry, arguments, words, capsys) ->
         assert word in error
 
 
+@pytest.mark.slow
 def test_python_dash_m_audit_runs_certify_audit() -> None:
     finished = subprocess.run(
         [sys.executable, "-m", "certify.cli.audit", "--sigma", "0.25", "--model",

@@ -109,6 +109,7 @@ def test_torn_last_line_is_repaired(checkpoint, reference, tmp_path) -> None:
     assert rows_without_time(out) == rows_without_time(reference)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(checkpoint, tmp_path) -> None:
     reference, out = tmp_path / "reference.tsv", tmp_path / "killed.tsv"
     slow = ("--n", "5000", "--skip", "90")  # four images, a fraction of a second each
@@ -129,6 +130,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(checkpoint, tmp_path) ->
     assert rows_without_time(out) == rows_without_time(reference)
 
 
+@pytest.mark.slow
 def test_two_torchrun_processes_write_the_single_process_file(checkpoint, reference,
                                                               tmp_path) -> None:
     out = tmp_path / "sharded.tsv"
@@ -143,6 +145,7 @@ def test_two_torchrun_processes_write_the_single_process_file(checkpoint, refere
     assert rows_without_time(out) == rows_without_time(reference)
 
 
+@pytest.mark.slow
 def test_manual_shards_and_certify_merge(checkpoint, reference, tmp_path, capsys) -> None:
     out = tmp_path / "sharded.tsv"
     assert main(arguments(checkpoint, out, "--shard", "0/3")) == 0

@@ -89,6 +89,7 @@ def test_no_results_is_refused():
         plot_certified_accuracy({})
 
 
+@pytest.mark.slow
 def test_library_never_picks_a_backend(tmp_path):
     # Importing pyplot is how a backend gets picked; the library must draw and save without it.
     script = (

@@ -170,6 +170,7 @@ def test_bad_results_file_exits_2_naming_it(tmp_path, capsys, text, problem):
     assert not (tmp_path / "c.png").exists()
 
 
+@pytest.mark.slow
 def test_runs_as_a_module(results_files, tmp_path):
     out = tmp_path / "c.svg"
     done = subprocess.run(
