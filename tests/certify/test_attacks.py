@@ -5,6 +5,8 @@ form, and the smoothed classifier of a linear model is the same linear classifie
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -298,3 +300,15 @@ def test_per_image_radii_match_one_attack_per_image(tiny_cnn, norm: str) -> None
 def test_bad_per_image_radii_are_refused(tiny_cnn, eps) -> None:
     with pytest.raises(ValueError, match=r"\beps\b"):
         PGD(tiny_cnn)(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), eps=eps)
+
+
+def test_the_library_never_imports_torchattacks() -> None:
+    # torchattacks is a benchmark extra (pip install .[bench]), never a library dependency.
+    root = Path(__file__).resolve().parents[2]
+    importing = [
+        str(path.relative_to(root))
+        for package in ("certify", "encoders")
+        for path in sorted((root / package).rglob("*.py"))
+        if re.search(r"^\s*(import|from)\s+torchattacks\b", path.read_text(), re.MULTILINE)
+    ]
+    assert importing == []
