@@ -83,6 +83,11 @@ class Rung:
         return f"{self.attack} m={self.eot_samples} steps={self.steps} restarts={self.restarts}"
 
 
+def attack_rung(eot_samples: int, steps: int, restarts: int) -> Rung:
+    """The rung of one setting: naive PGD for one draw per step, EOT-PGD for more."""
+    return Rung("naive" if eot_samples == 1 else "eot", eot_samples, steps, restarts)
+
+
 def ladder(eot_samples: list[int], steps: list[int], restarts: list[int]) -> list[Rung]:
     """Clean, then every (m, steps, restarts) by cost; m = 1 always, as naive PGD.
 
@@ -90,13 +95,9 @@ def ladder(eot_samples: list[int], steps: list[int], restarts: list[int]) -> lis
     m = 1 rungs run :class:`NaiveSmoothedPGD` (RUSH's evaluation) and are labelled "naive".
     """
     draws = sorted({1, *eot_samples})
-    rungs = [attack_rung(m, s, r) for m, s, r in itertools.product(draws, sorted(set(steps)), sorted(set(restarts)))]
+    grid = itertools.product(draws, sorted(set(steps)), sorted(set(restarts)))
+    rungs = [attack_rung(m, s, r) for m, s, r in grid]
     return [Rung("clean"), *sorted(rungs, key=lambda rung: rung.cost)]
-
-
-def attack_rung(eot_samples: int, steps: int, restarts: int) -> Rung:
-    """The rung of one setting: naive PGD for one draw per step, EOT-PGD for more."""
-    return Rung("naive" if eot_samples == 1 else "eot", eot_samples, steps, restarts)
 
 
 def build_attack(rung: Rung, model: torch.nn.Module, args: argparse.Namespace) -> PGD:

@@ -2,7 +2,8 @@
 
 Every row attacks the same images with both libraries under the same threat model and optimiser
 (steps, step size 2.5 * eps / steps, one random start, no restarts), once per seed, and prints
-the median robust accuracy over seeds of each library and the difference in points. The target:
+the median robust accuracy over seeds of each library, [min, max] over seeds, and the
+difference of the medians in points. The target:
 ours at most 0.5 points above torchattacks in every row (a lower number is a stronger attack).
 
 - Base classifier f: our ``PGD`` against torchattacks ``PGD`` (L-inf) and ``PGDL2`` (L2);
@@ -12,13 +13,20 @@ ours at most 0.5 points above torchattacks in every row (a lower number is a str
   wrapped around the noisy base classifier (a module that adds N(0, sigma^2 I) noise before f).
   torchattacks' EOTPGD is L-inf only, so these rows are L-inf. Robust accuracy is g's
   Monte Carlo prediction on the attacked images: the majority vote of f over --votes noise draws
-  (no abstention), with the same noise for both libraries' images at a given seed.
+  (no abstention), with the same noise for both libraries' images at a given seed. These rows
+  cost about m times more, so they run on the first --smoothed-max images (120 by default).
+
+Seeding: our attacks draw from a torch.Generator on the model's device seeded with the seed,
+torchattacks from torch's global generator seeded with the same seed, so where the two
+algorithms consume random numbers in the same order (the random starts of PGD and PGDL2, one
+noise draw per step) they see the same numbers and a row compares the algorithms alone; EOT
+with m > 1 lays its draws out differently, so those rows also differ by chance.
 
 torchattacks is a benchmark dependency only (``pip install -e .[bench]``); the library never
 imports it.
 
 Usage:
-    python benchmarks/attacks_vs_torchattacks.py                          # digits, ~10 min, 2 cores
+    python benchmarks/attacks_vs_torchattacks.py                          # shipped digits model
     python benchmarks/attacks_vs_torchattacks.py --seeds 2 --max 120      # a quicker look
     python benchmarks/attacks_vs_torchattacks.py --model ckpt.pt --dataset cifar10 \\
         --data-root data --linf-eps 8/255 --l2-eps 0.25 0.5 --sigma 0.25 --device cuda
@@ -65,6 +73,7 @@ class Row:
     eps: float
     ours: Callable[[int], torch.Tensor]
     theirs: Callable[[int], torch.Tensor]
+    labels: torch.Tensor  # (B,) of the images both attack
     smoothed: bool
 
 
@@ -95,43 +104,38 @@ def build_rows(args: argparse.Namespace, model: torch.nn.Module, images: torch.T
                labels: torch.Tensor) -> list[Row]:
     import torchattacks
 
-    device = images.device
+    def row(name: str, eps: float, ours: PGD, theirs: torchattacks.Attack,
+            smoothed: bool) -> Row:
+        count = min(args.smoothed_max, len(images)) if smoothed else len(images)
+        batch, truth = images[:count], labels[:count]
 
-    def ours(attack: PGD) -> Callable[[int], torch.Tensor]:
-        return lambda seed: attack(images, labels, torch.Generator(device=device).manual_seed(seed))
+        def run_ours(seed: int) -> torch.Tensor:
+            return ours(batch, truth, torch.Generator(device=batch.device).manual_seed(seed))
 
-    def theirs(attack: torchattacks.Attack) -> Callable[[int], torch.Tensor]:
-        def run(seed: int) -> torch.Tensor:
+        def run_theirs(seed: int) -> torch.Tensor:
             torch.manual_seed(seed)
-            return attack(images, labels)
-        return run
+            return theirs(batch, truth)
+
+        return Row(name, eps, run_ours, run_theirs, truth, smoothed)
 
     steps, rows = args.steps, []
     for eps in args.linf_eps:
-        config = PGDConfig(norm="linf", eps=eps, steps=steps)
-        alpha = 2.5 * eps / steps
-        rows.append(Row("f, PGD L-inf", eps, ours(PGD(model, config)),
-                        theirs(torchattacks.PGD(model, eps, alpha, steps, random_start=True)),
-                        smoothed=False))
+        config, alpha = PGDConfig(norm="linf", eps=eps, steps=steps), 2.5 * eps / steps
+        rows.append(row("f, PGD L-inf", eps, PGD(model, config),
+                        torchattacks.PGD(model, eps, alpha, steps, random_start=True), False))
     for eps in args.l2_eps:
-        config = PGDConfig(norm="l2", eps=eps, steps=steps)
-        alpha = 2.5 * eps / steps
-        rows.append(Row("f, PGD L2", eps, ours(PGD(model, config)),
-                        theirs(torchattacks.PGDL2(model, eps, alpha, steps, random_start=True)),
-                        smoothed=False))
+        config, alpha = PGDConfig(norm="l2", eps=eps, steps=steps), 2.5 * eps / steps
+        rows.append(row("f, PGD L2", eps, PGD(model, config),
+                        torchattacks.PGDL2(model, eps, alpha, steps, random_start=True), False))
     noisy = NoisyClassifier(model, args.sigma).eval()
+    m = args.eot_samples
     for eps in args.smoothed_eps:
-        config = PGDConfig(norm="linf", eps=eps, steps=steps)
-        alpha = 2.5 * eps / steps
-        rows.append(Row("g, naive PGD L-inf (m=1)", eps,
-                        ours(NaiveSmoothedPGD(model, args.sigma, config)),
-                        theirs(torchattacks.EOTPGD(noisy, eps, alpha, steps, eot_iter=1)),
-                        smoothed=True))
-        rows.append(Row(f"g, EOT-PGD L-inf (m={args.eot_samples})", eps,
-                        ours(EOTPGD(model, args.sigma, args.eot_samples, config)),
-                        theirs(torchattacks.EOTPGD(noisy, eps, alpha, steps,
-                                                   eot_iter=args.eot_samples)),
-                        smoothed=True))
+        config, alpha = PGDConfig(norm="linf", eps=eps, steps=steps), 2.5 * eps / steps
+        rows.append(row("g, naive PGD L-inf (m=1)", eps,
+                        NaiveSmoothedPGD(model, args.sigma, config),
+                        torchattacks.EOTPGD(noisy, eps, alpha, steps, eot_iter=1), True))
+        rows.append(row(f"g, EOT-PGD L-inf (m={m})", eps, EOTPGD(model, args.sigma, m, config),
+                        torchattacks.EOTPGD(noisy, eps, alpha, steps, eot_iter=m), True))
     return rows
 
 
@@ -151,8 +155,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--linf-eps", type=epsilon, nargs="*", default=[0.05, 0.1])
     parser.add_argument("--l2-eps", type=epsilon, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--sigma", type=float, default=0.25, help="noise of the smoothed rows")
-    parser.add_argument("--smoothed-eps", type=epsilon, nargs="*", default=[0.1],
+    parser.add_argument("--smoothed-eps", type=epsilon, nargs="*", default=[0.2],
                         help="L-inf radii of the smoothed-classifier rows")
+    parser.add_argument("--smoothed-max", type=int, default=120,
+                        help="first images of the smoothed-classifier rows (120)")
     parser.add_argument("--eot-samples", type=int, default=8, help="noise draws per EOT step")
     parser.add_argument("--votes", type=int, default=100,
                         help="noise draws of the majority vote that evaluates g")
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
           f"[min, max]; g = majority vote of {args.votes} draws at sigma {args.sigma}")
     print(f"clean: f {base_accuracy(model, images, labels):.3f}, "
           f"g {vote_accuracy(model, images, labels, args.sigma, args.votes, 0):.3f}")
-    header = f"{'attack':<26} {'eps':>7} {'ours':>21} {'torchattacks':>21} {'diff':>6}  target"
+    header = (f"{'attack':<26} {'eps':>7} {'images':>6} {'ours':>21} {'torchattacks':>21} "
+              f"{'diff':>6}  target")
     print(header)
     print("-" * len(header))
     for row in build_rows(args, model, images, labels):
@@ -184,15 +191,15 @@ def main(argv: list[str] | None = None) -> int:
                 if model.training:
                     raise RuntimeError(f"{library} left the model in training mode ({row.name})")
                 accuracy[library].append(
-                    vote_accuracy(model, adversarial, labels, args.sigma, args.votes, seed)
-                    if row.smoothed else base_accuracy(model, adversarial, labels))
+                    vote_accuracy(model, adversarial, row.labels, args.sigma, args.votes, seed)
+                    if row.smoothed else base_accuracy(model, adversarial, row.labels))
         ours, theirs = (statistics.median(accuracy[key]) for key in ("ours", "theirs"))
         points = 100 * (ours - theirs)
         cells = [f"{statistics.median(v):.4f} [{min(v):.3f}, {max(v):.3f}]"
                  for v in accuracy.values()]
         verdict = "met" if points <= TARGET_POINTS else "MISSED"
-        print(f"{row.name:<26} {row.eps:>7.4g} {cells[0]:>21} {cells[1]:>21} {points:>+6.2f}  "
-              f"{verdict}", flush=True)
+        print(f"{row.name:<26} {row.eps:>7.4g} {len(row.labels):>6} {cells[0]:>21} "
+              f"{cells[1]:>21} {points:>+6.2f}  {verdict}", flush=True)
     return 0
 
 
