@@ -157,7 +157,7 @@ def verdict(accuracy: dict[Rung, tuple[int, int]], eot_samples: list[int], steps
     low, high = accuracy_interval(correct, total)
     half_width = (high - low) / 2
     lines = [f"strongest rung: {strongest.label}: {correct / total:.3f} "
-             f"[{low:.3f}, {high:.3f}], half-width {half_width:.3f}"]
+             f"[{low:.3f}, {high:.3f}], half-width {100 * half_width:.1f} points"]
     converged: bool | None = None
     for axis, values in grid.items():
         if len(values) < 2:
@@ -168,7 +168,7 @@ def verdict(accuracy: dict[Rung, tuple[int, int]], eot_samples: list[int], steps
         fall = accuracy[lower][0] / accuracy[lower][1] - correct / total
         falling = fall > half_width
         converged = (converged is not False) and not falling
-        lines.append(f"  {axis} {values[-2]} -> {values[-1]}: falls {100 * fall:+.1f} points, "
+        lines.append(f"  {axis} {values[-2]} -> {values[-1]}: falls by {100 * fall:+.1f} points, "
                      f"{'still falling' if falling else 'within the half-width'}")
     return converged, lines
 
