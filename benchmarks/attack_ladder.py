@@ -47,7 +47,7 @@ import torch
 from certify import predict
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
-from certify.cli_support import image_generator, resolve_device, selected_indices
+from certify.cli_support import UserError, image_generator, resolve_device, selected_indices
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile, write_atomically
 from encoders import load_classifier
 from encoders.data import load_dataset
@@ -246,6 +246,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
+    try:
+        return run(args)
+    except (ValueError, UserError) as error:  # a missing model or data set, a results conflict
+        print(f"attack_ladder: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # a script's choice; the library never picks a backend
     device = resolve_device(args.device)
     model = load_classifier(args.model).to(device)
