@@ -1,5 +1,6 @@
 """Analysis of certification results: reading results files, certified accuracy, average certified
-radius, the envelope over noise levels, and the tables papers print.
+radius, the envelope over noise levels, confidence intervals of accuracies, and the tables papers
+print.
 
 Example:
     >>> from certify.analysis import certified_accuracy, read_results, summarize
@@ -10,6 +11,7 @@ Example:
     0.03
 """
 
+from certify.analysis.intervals import accuracy_interval
 from certify.analysis.metrics import (
     SUMMARY_RADII,
     average_certified_radius,
@@ -33,6 +35,7 @@ __all__ = [
     "SUMMARY_RADII",
     "TABLE_STYLES",
     "CertifiedResults",
+    "accuracy_interval",
     "average_certified_radius",
     "certified_accuracy",
     "certified_accuracy_curve",

