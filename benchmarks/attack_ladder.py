@@ -43,14 +43,16 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from certify.cli_support import UserError, image_generator, resolve_device, selected_indices
 
 from certify import predict
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.cli.common import UserError
+from certify.cli.loading import image_generator, selected_indices
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile, write_atomically
 from encoders import load_classifier
 from encoders.data import load_dataset
+from encoders.training import resolve_device
 
 SUMMARY_COLUMNS = ("attack", "eot_samples", "steps", "restarts", "cost", "images", "correct",
                    "accuracy", "ci_low", "ci_high")
