@@ -205,6 +205,35 @@ def _initial_model(
     return model, metadata["recipe"], metadata["architecture"]
 
 
+def noise_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    sigma: float,
+    augment: str,
+    generator: torch.Generator,
+    speed: TrainingSpeed = TrainingSpeed(),
+) -> float:
+    """One update on a batch (B, C, H, W) of pixels with labels (B,): the augmentation
+    (``"crop-flip"`` or ``"none"``), Gaussian noise of standard deviation sigma, cross-entropy
+    (in float32, also under ``speed.bf16``), backward, step.
+
+    Returns:
+        The loss before the update.
+    """
+    if augment == "crop-flip":
+        pixels = pad_crop_flip(pixels, CROP_PADDING, generator)
+    noise = torch.randn(pixels.shape, generator=generator, device=pixels.device)
+    with speed.autocast(pixels.device):
+        logits = forward(speed.inputs(pixels + sigma * noise))
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def finetune(
     config: FinetuneConfig,
     progress: bool = False,
@@ -266,19 +295,11 @@ def finetune(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch, step, steps)
             pixels, labels = data.batch(indices)
-            pixels, labels = pixels.to(device), labels.to(device)
-            if config.augment == "crop-flip":
-                pixels = pad_crop_flip(pixels, CROP_PADDING, generator)
-            noise = torch.randn(pixels.shape, generator=generator, device=device)
-            with speed.autocast(device):
-                logits = forward(speed.inputs(pixels + config.sigma * noise))
-            loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
+                              config.sigma, config.augment, generator, speed)
+            total += loss
             bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
         history.append(total / len(batches))
         training_state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                           "history": history}
