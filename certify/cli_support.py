@@ -119,6 +119,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--data-root", default=None,
                         help="folder holding the data set files (not needed for digits)")
+    parser.add_argument("--resize", type=int, default=None,
+                        help="image folders: shorter side after resizing (imagenet: 256)")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="image folders: side of the centre crop (imagenet: 224)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
 
 
@@ -147,5 +151,6 @@ def load_model_and_data(
     model = classifier_from_state(metadata, payload["state_dict"])
     model = model.to(resolve_device(args.device)).eval()
     dataset_name = args.dataset or metadata["dataset"]
-    dataset = load_dataset(dataset_name, args.split, args.data_root)
+    dataset = load_dataset(dataset_name, args.split, args.data_root, resize=args.resize,
+                           crop=args.crop)
     return model, dataset, metadata, str(source), dataset_name
