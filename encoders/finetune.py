@@ -193,7 +193,7 @@ def _initial_model(
     )
     encoder_state = {
         key: value
-        for key, value in pretrained["state_dict"].items()
+        for key, value in float32_state(pretrained["state_dict"]).items()
         if key.startswith(("normalize.", "encoder."))
     }
     try:

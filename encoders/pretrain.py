@@ -11,8 +11,9 @@ Command lines::
 The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
 command again resumes after the last finished epoch and continues exactly as an uninterrupted run
 would. A checkpoint whose training state lacks the optimizer (scripts/cifar10_lease.py drops it,
-and keeps half-precision weights, to carry runs between machines) resumes with fresh momentum. Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent
-negatives are gathered from all processes, so the loss is that of the global batch.
+and keeps half-precision weights, to carry runs between machines) resumes with fresh momentum.
+Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent negatives are
+gathered from all processes, so the loss is that of the global batch.
 """
 
 from __future__ import annotations

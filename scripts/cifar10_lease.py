@@ -87,14 +87,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from encoders.backbones import Normalize, build_classifier, build_encoder
-from encoders.checkpoint import half_precision_copy, load_checkpoint
-from encoders.data import CIFAR10_CLASSES, load_dataset
-from encoders.folders import open_image_folder
-from encoders.finetune import PRESETS, FinetuneConfig, finetune
-from encoders.pretrain import PretrainConfig, pretrain
-from encoders.simclr import SimCLRModel
 from lease_files import (
     half_precision_bytes,
     pack,
@@ -103,6 +95,14 @@ from lease_files import (
     travel_copy,
     unpack,
 )
+
+from encoders.backbones import Normalize, build_classifier, build_encoder
+from encoders.checkpoint import half_precision_copy, load_checkpoint
+from encoders.data import CIFAR10_CLASSES, load_dataset
+from encoders.finetune import PRESETS, FinetuneConfig, finetune
+from encoders.folders import open_image_folder
+from encoders.pretrain import PretrainConfig, pretrain
+from encoders.simclr import SimCLRModel
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "cifar10-jpeg"

@@ -139,7 +139,8 @@ def test_pretraining_stops_when_asked_and_resumes_from_a_light_checkpoint(tmp_pa
     half_precision_copy(config.out, config.out, state)
     pretrain(config, train=small_digits)
     finished = load_checkpoint(config.out, kind="simclr")
-    assert finished["training_state"]["epoch"] == 2 and len(finished["training_state"]["history"]) == 2
+    assert finished["training_state"]["epoch"] == 2
+    assert len(finished["training_state"]["history"]) == 2
 
 
 def _first_losses(speed: TrainingSpeed, data: ImageDataset, steps: int) -> tuple[list, list]:

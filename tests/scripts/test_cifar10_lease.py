@@ -100,7 +100,8 @@ def test_the_whole_plan_over_runs_that_resume_from_each_others_files(tmp_path, m
 
     monkeypatch.setattr(cifar10_lease, "should_stop_after", stop_each_training_once)
     data = _tiny_cifar_folder(tmp_path / "data")
-    state, results, ship = tmp_path / "repo" / "state", tmp_path / "repo" / "results", tmp_path / "ship"
+    state, results = tmp_path / "repo" / "state", tmp_path / "repo" / "results"
+    ship = tmp_path / "ship"
     state.mkdir(parents=True)
     stopped_in_training = False
     for number in range(1, 30):
