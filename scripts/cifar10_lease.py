@@ -157,6 +157,7 @@ class Run:
     device: str
     deadline: float
     state_in: Path
+    files_back: int = MAX_FILES_BACK
     changed: set[str] = field(default_factory=set)
     steps_begun: int = 0
     _train: Any = None
@@ -368,11 +369,12 @@ def needed_files(settings: Settings, done: set[str]) -> dict[str, Path]:
 
 
 def room_for_another_model(run: Run, name: str) -> bool:
-    """Whether the files coming back can take one more changed checkpoint."""
+    """Whether the files coming back (text.tar and the parts of each changed checkpoint) can
+    take one more changed checkpoint."""
     model = build_classifier(run.settings.architecture, 10, [3, 32, 32], [0.5] * 3, [0.25] * 3)
     per_model = parts_needed(half_precision_bytes(model))
     changed = run.changed | {name}
-    return 1 + per_model * len(changed) <= MAX_FILES_BACK
+    return 1 + per_model * len(changed) <= run.files_back
 
 
 def unpack_state(state: Path, plan: dict[str, Any]) -> None:
@@ -483,8 +485,9 @@ def run_share(args: argparse.Namespace) -> int:
         for results in results_in.glob("*"):
             shutil.copyfile(results, WORK / "results" / results.name)
     settings = settings_of(plan)
+    already_back = len(list(out.iterdir())) if out.is_dir() else 0  # e.g. a benchmark's log
     run = Run(settings, plan, prepare_data(Path(args.data)), args.device,
-              start + args.budget - args.reserve, state)
+              start + args.budget - args.reserve, state, MAX_FILES_BACK - already_back)
     plan["test_size"] = len(open_image_folder(run.data, "test", CIFAR10_CLASSES))
     done = set(plan["done"])
     did = []

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from encoders.data import CIFAR10_CLASSES, DatasetError, ImageDataset, load_dataset
-from encoders.folders import ImageFolderDataset
+from encoders.folders import ImageFolderDataset, open_image_folder
 
 
 def _write(path: Path, pixels: np.ndarray) -> None:
@@ -145,3 +145,18 @@ def test_to_device_keeps_items():
     test = load_dataset("digits", "test")
     moved = test.to("cpu")
     assert torch.equal(moved.batch(torch.tensor([3, 1]))[0], test.batch(torch.tensor([3, 1]))[0])
+
+
+def test_jpeg_files_decode_alike_in_memory_and_lazily_and_a_broken_one_is_named(tmp_path):
+    rng = np.random.default_rng(1)
+    for label, name in enumerate(CIFAR10_CLASSES):
+        _write(tmp_path / "test" / name / "0.jpg", rng.integers(0, 256, (32, 32, 3)))
+    in_memory = load_dataset("cifar10-jpeg", "test", tmp_path)
+    lazy = open_image_folder(tmp_path, "test", CIFAR10_CLASSES)
+    for index in range(10):
+        assert torch.equal(lazy[index][0], in_memory[index][0])
+    broken = tmp_path / "test" / "dog" / "0.jpg"
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated JPEG
+    with pytest.raises(DatasetError) as error:
+        load_dataset("cifar10-jpeg", "test", tmp_path)
+    assert "\n" not in str(error.value) and str(broken) in str(error.value)

@@ -101,7 +101,10 @@ def test_noise_training_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path
     stopped = finetune(config, should_stop=lambda epochs: epochs == 1, train=small_digits)
     assert stopped == config.partial_path and not (tmp_path / "resumed.pt").exists()
     assert load_checkpoint(stopped)["training_state"]["epoch"] == 1
-    resumed = finetune(config, train=small_digits)
+    asked = []
+    resumed = finetune(config, should_stop=lambda epochs: asked.append(epochs) is None and False,
+                       train=small_digits)
+    assert asked == [2]  # it went on from epoch 1 rather than starting over
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
     assert _equal_weights(a["state_dict"], b["state_dict"])
     assert a["training_state"]["history"] == b["training_state"]["history"]
@@ -123,8 +126,11 @@ def test_noise_training_resumes_from_half_precision_weights_without_momentum(tmp
                                 {"epoch": 1, "history": full["training_state"]["history"]})
     light.replace(config.partial_path)
     assert load_checkpoint(config.partial_path)["state_dict"]["head.weight"].dtype == torch.float16
-    out = load_checkpoint(finetune(config, train=small_digits))
-    assert len(out["training_state"]["history"]) == 3
+    asked = []
+    out = load_checkpoint(finetune(
+        config, should_stop=lambda epochs: asked.append(epochs) is None and False,
+        train=small_digits))
+    assert asked == [2] and len(out["training_state"]["history"]) == 3
     assert out["state_dict"]["head.weight"].dtype == torch.float32
 
 
@@ -137,7 +143,10 @@ def test_pretraining_stops_when_asked_and_resumes_from_a_light_checkpoint(tmp_pa
     assert payload["training_state"]["epoch"] == 1
     state = {key: value for key, value in payload["training_state"].items() if key != "optimizer"}
     half_precision_copy(config.out, config.out, state)
-    pretrain(config, train=small_digits)
+    asked = []
+    pretrain(config, should_stop=lambda epochs: asked.append(epochs) is None and False,
+             train=small_digits)
+    assert asked == [2]
     finished = load_checkpoint(config.out, kind="simclr")
     assert finished["training_state"]["epoch"] == 2
     assert len(finished["training_state"]["history"]) == 2
