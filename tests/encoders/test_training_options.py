@@ -223,3 +223,13 @@ def test_speed_options_reach_the_training_loops(tmp_path, small_digits, monkeypa
     recipe = load_checkpoint(tmp_path / "fast.pt")["metadata"]["recipe"]
     assert recipe["bf16"] is True and "channels_last" not in recipe
     assert finetune_module.CROP_PADDING == 4
+
+
+def test_both_commands_take_the_speed_flags():
+    from encoders.pretrain import parse_args as pretrain_args
+
+    flags = ["--bf16", "--channels-last", "--compile"]
+    tuned = parse_args(["--sigma", "0.25", "--out", "x.pt", *flags])
+    assert (tuned.bf16, tuned.channels_last, tuned.compile) == (True, True, True)
+    assert pretrain_args(flags).speed == TrainingSpeed(True, True, True)
+    assert pretrain_args([]).speed == TrainingSpeed() == FinetuneConfig(0.25, "x").speed
