@@ -131,3 +131,21 @@ def test_the_whole_plan_over_runs_that_resume_from_each_others_files(tmp_path, m
             assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(0, 20, 5)]
     with tarfile.open(out / "text.tar") as archive:
         assert "plan.json" in archive.getnames()
+
+
+def test_a_failing_step_still_sends_back_the_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar10_lease, "WORK", tmp_path / "work")
+
+    def broken(run, step):
+        raise RuntimeError("out of memory\non the device")
+
+    monkeypatch.setattr(cifar10_lease, "take_step", broken)
+    data = _tiny_cifar_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    assert cifar10_lease.main(["run", "--tiny", "--data", str(data), "--state",
+                               str(tmp_path / "state"), "--results", str(tmp_path / "results"),
+                               "--out", str(out), "--device", "cpu"]) == 1
+    with tarfile.open(out / "text.tar") as archive:
+        plan = json.loads(archive.extractfile("plan.json").read())
+    assert plan["runs"][-1]["error"] == "simclr failed: RuntimeError: out of memory on the device"
+    assert plan["done"] == []
