@@ -335,7 +335,8 @@ def step_certify(run: Run, name: str, sigma: float) -> bool:
 
 
 def image_seconds(results: Path) -> list[float]:
-    """The ``time`` column of the complete rows of a results file."""
+    """The ``time`` column of the complete rows of a results file (read here rather than with
+    certify.analysis.read_results, which refuses the torn last line a stopped run may leave)."""
     if not results.exists():
         return []
     lines = results.read_text(encoding="utf-8").split("\n")[1:-1]  # header; torn or empty end
