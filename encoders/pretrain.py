@@ -10,12 +10,15 @@ Command lines (``encoders-pretrain``, :mod:`certify.cli.pretrain`)::
 
 The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
 command again resumes after the last finished epoch and continues exactly as an uninterrupted run
-would. Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent
-negatives are gathered from all processes, so the loss is that of the global batch.
+would. A checkpoint whose training state lacks the optimizer (scripts/cifar10_lease.py drops it,
+and keeps half-precision weights, to carry runs between machines) resumes with fresh momentum.
+Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent negatives are
+gathered from all processes, so the loss is that of the global batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,16 +29,24 @@ from tqdm import tqdm
 
 from encoders.augment import AugmentConfig, augment
 from encoders.backbones import ARCHITECTURES, Normalize, build_encoder, default_architecture
-from encoders.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, versions
-from encoders.data import DATASET_NAMES, load_dataset
+from encoders.checkpoint import (
+    CheckpointError,
+    float32_state,
+    load_checkpoint,
+    save_checkpoint,
+    versions,
+)
+from encoders.data import DATASET_NAMES, ImageDataset, load_training_split
 from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
     Processes,
+    TrainingSpeed,
     channel_stats,
     cosine_lr,
     epoch_batches,
     epoch_generator,
+    on_device,
     start_processes,
     stop_processes,
 )
@@ -44,7 +55,8 @@ from encoders.training import (
 @dataclass(frozen=True)
 class PretrainConfig:
     """A SimCLR pre-training run; ``architecture`` None picks small_cnn for digits, else
-    resnet18."""
+    resnet18. ``bf16``, ``channels_last`` and ``compile`` are the opt-in speed options
+    (:class:`encoders.training.TrainingSpeed`)."""
 
     dataset: str = "digits"
     out: str = "runs/simclr.pt"
@@ -59,17 +71,25 @@ class PretrainConfig:
     projection_dim: int = 128
     seed: int = 0
     device: str = "auto"
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
 
     @property
     def backbone(self) -> str:
         return self.architecture or default_architecture(self.dataset)
 
+    @property
+    def speed(self) -> TrainingSpeed:
+        return TrainingSpeed(self.bf16, self.channels_last, self.compile)
+
     def recipe(self, world_size: int) -> dict:
-        """What determines the weights (not where files live or which device runs it)."""
+        """What determines the weights (not where files live, which device runs it, or the
+        memory format and compilation, which change no arithmetic; bf16 does)."""
         recipe = {
             key: value
             for key, value in asdict(self).items()
-            if key not in ("out", "root", "device")
+            if key not in ("out", "root", "device", "channels_last", "compile")
         }
         recipe.update(
             stage="simclr",
@@ -81,14 +101,15 @@ class PretrainConfig:
 
 
 def make_optimizer(name: str, parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam, or SGD with Nesterov momentum 0.9. Raises ValueError for another name."""
+    """Adam ("adam"), SGD with Nesterov momentum 0.9 ("sgd"), or SGD with heavy-ball momentum 0.9
+    ("momentum", Cohen et al.'s optimizer). Raises ValueError for another name."""
     if name == "adam":
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
+    if name in ("sgd", "momentum"):
         return torch.optim.SGD(
-            parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+            parameters, lr=lr, momentum=0.9, nesterov=name == "sgd", weight_decay=weight_decay
         )
-    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+    raise ValueError(f"optimizer must be 'adam', 'sgd' or 'momentum', got {name!r}")
 
 
 def _check(config: PretrainConfig) -> None:
@@ -132,8 +153,12 @@ def simclr_step(
     augment_config: AugmentConfig,
     generator: torch.Generator,
     processes: Processes,
+    speed: TrainingSpeed = TrainingSpeed(),
 ) -> float:
     """One SimCLR update on a batch (B, C, H, W) of pixels: two views, NT-Xent, backward, step.
+
+    Under ``speed.bf16`` the forward pass runs in bfloat16 autocast and NT-Xent in float32 on its
+    outputs; ``model`` is what :meth:`TrainingSpeed.prepare` returned.
 
     Returns:
         The loss before the update.
@@ -141,7 +166,9 @@ def simclr_step(
     views = torch.cat(
         [augment(images, augment_config, generator), augment(images, augment_config, generator)]
     )
-    z_a, z_b = model(views).chunk(2)  # (2B, D) -> two (B, D); one forward keeps DDP to one pass
+    with speed.autocast(views.device):
+        projections = model(speed.inputs(views))
+    z_a, z_b = projections.float().chunk(2)  # (2B, D) -> two (B, D); one forward for DDP
     loss = global_batch_loss(z_a, z_b, temperature, processes)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -149,12 +176,21 @@ def simclr_step(
     return loss.item()
 
 
-def pretrain(config: PretrainConfig, progress: bool = False) -> Path:
+def pretrain(
+    config: PretrainConfig,
+    progress: bool = False,
+    should_stop: Callable[[int], bool] | None = None,
+    train: ImageDataset | None = None,
+) -> Path:
     """Pre-train with SimCLR, resuming from ``config.out`` if it holds an unfinished run.
 
     Args:
         config: the run.
         progress: show a tqdm bar with the loss (main process only).
+        should_stop: asked after each epoch's checkpoint is written, with the number of epochs
+            done; True ends this call early (running it again resumes). Under torchrun the first
+            process's answer holds for all.
+        train: the training split, if already loaded (default: loaded from ``config``).
 
     Returns:
         The checkpoint path: kind "simclr", metadata with sigma 0.0 and the recipe, the model's
@@ -167,14 +203,21 @@ def pretrain(config: PretrainConfig, progress: bool = False) -> Path:
     _check(config)
     processes = start_processes(config.device)
     try:
-        return _run(config, processes, progress)
+        return _run(config, processes, progress, should_stop, train)
     finally:
         stop_processes(processes)
 
 
-def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
+def _run(
+    config: PretrainConfig,
+    processes: Processes,
+    progress: bool,
+    should_stop: Callable[[int], bool] | None,
+    train: ImageDataset | None,
+) -> Path:
     device, out = processes.device, Path(config.out)
-    train = load_dataset(config.dataset, "train", config.root)
+    if train is None:
+        train = load_training_split(config.dataset, config.root)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = SimCLRModel(
         Normalize(*channel_stats(train)),
@@ -198,8 +241,9 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
         if payload["metadata"]["recipe"] != recipe:
             raise CheckpointError(f"{out} holds a run of another recipe; choose another --out")
         try:
-            model.load_state_dict(payload["state_dict"])
-            optimizer.load_state_dict(payload["training_state"]["optimizer"])
+            model.load_state_dict(float32_state(payload["state_dict"]))
+            if "optimizer" in payload["training_state"]:  # else momentum starts afresh
+                optimizer.load_state_dict(payload["training_state"]["optimizer"])
             start_epoch, history = (
                 payload["training_state"]["epoch"],
                 payload["training_state"]["history"],
@@ -208,7 +252,11 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
             raise CheckpointError(
                 f"cannot resume from {out}: its training state is damaged ({one_line(error)})"
             ) from error
-    trained = torch.nn.parallel.DistributedDataParallel(model) if processes.distributed else model
+    speed = config.speed
+    trained = speed.prepare(
+        model, torch.nn.parallel.DistributedDataParallel if processes.distributed else None
+    )
+    data = on_device(train, device)
     augment_config = AugmentConfig.for_dataset(config.dataset)
     steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, processes))
     bar = tqdm(
@@ -228,11 +276,12 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
             loss = simclr_step(
                 trained,
                 optimizer,
-                train.batch(indices)[0].to(device),
+                data.batch(indices)[0].to(device),
                 config.temperature,
                 augment_config,
                 generator,
                 processes,
+                speed,
             )
             total += loss
             bar.update()
@@ -248,5 +297,16 @@ def _run(config: PretrainConfig, processes: Processes, progress: bool) -> Path:
             )
         if processes.distributed:
             dist.barrier()
+        if _agreed(should_stop is not None and should_stop(epoch + 1), processes):
+            break
     bar.close()
     return out
+
+
+def _agreed(answer: bool, processes: Processes) -> bool:
+    """The first process's answer, in every process."""
+    if not processes.distributed:
+        return answer
+    flag = torch.tensor([int(answer)], device=processes.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())

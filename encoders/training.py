@@ -1,21 +1,31 @@
-"""What pre-training and fine-tuning share: devices, processes, batches, learning rates, statistics.
+"""What pre-training and fine-tuning share: devices, processes, batches, learning rates, statistics,
+and the opt-in speed options.
 
 Data-parallel runs start under ``torchrun``, which sets RANK, LOCAL_RANK and WORLD_SIZE; the
 backend is gloo on the CPU and nccl on CUDA. Every random draw comes from a generator seeded by
 (seed, epoch, rank), so a run resumed from an epoch's checkpoint continues exactly as if it had
 never stopped.
+
+The speed options (:class:`TrainingSpeed`) are those of ``certify``: bfloat16 autocast of the
+forward pass (losses are computed in float32 from its outputs), channels_last memory format and
+torch.compile. benchmarks/training_speed.py measures them against float32 side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from encoders.data import ImageDataset
+
+OPTIMIZERS = ("adam", "sgd", "momentum")
+"""adam; sgd: SGD with Nesterov momentum 0.9; momentum: SGD with (heavy-ball) momentum 0.9."""
 
 
 @dataclass(frozen=True)
@@ -100,15 +110,72 @@ def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
+def step_lr(base_lr: float, epoch: int, step_epochs: int, gamma: float) -> float:
+    """base_lr * gamma ** (epoch // step_epochs): the step schedule of Cohen et al. (2019),
+    lr 0.1 divided by 10 every 30 epochs (PyTorch's StepLR, stepped once per epoch)."""
+    return base_lr * gamma ** (epoch // step_epochs)
+
+
+@dataclass(frozen=True)
+class TrainingSpeed:
+    """Opt-in speed options of a training loop; all off means plain float32 eager.
+
+    Attributes:
+        bf16: run the forward pass under bfloat16 autocast.
+        channels_last: keep the model and its input batches in NHWC memory format.
+        compile: train through ``torch.compile`` of the model (compiled once per input shape).
+    """
+
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    def prepare(
+        self,
+        model: torch.nn.Module,
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    ) -> torch.nn.Module:
+        """Convert ``model`` in place to the memory format, then wrap it (e.g. in
+        DistributedDataParallel) and compile it as asked; returns what to train through.
+        Weights are still saved from ``model``."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        wrapped = wrap(model) if wrap is not None else model
+        if not self.compile:
+            return wrapped
+        compiled = torch.compile(wrapped)
+        assert isinstance(compiled, torch.nn.Module)  # compiling a module gives a module
+        return compiled
+
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """The batch (B, C, H, W) in the memory format the model expects."""
+        if self.channels_last:
+            return batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast on ``device`` when ``bf16`` is set, else a no-op context."""
+        if self.bf16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def on_device(dataset: ImageDataset, device: torch.device) -> ImageDataset:
+    """An in-memory data set moved to ``device`` (batches are then gathered and converted there);
+    any other data set (a lazily read image folder) as it is."""
+    return dataset.to(device) if isinstance(dataset, ImageDataset) else dataset
+
+
 def channel_stats(dataset: ImageDataset, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of the pixels in [0, 1], computed in chunks."""
-    total = torch.zeros(dataset.images.shape[1], dtype=torch.float64)
+    channels, height, width = dataset.input_shape
+    total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros_like(total)
     for start in range(0, len(dataset), chunk):
         pixels = dataset.batch(torch.arange(start, min(start + chunk, len(dataset))))[0].double()
         total += pixels.sum(dim=(0, 2, 3))
         squares += pixels.square().sum(dim=(0, 2, 3))
-    count = len(dataset) * dataset.images.shape[2] * dataset.images.shape[3]
+    count = len(dataset) * height * width
     mean = total / count
     std = (squares / count - mean.square()).clamp(min=1e-12).sqrt()
     return mean.tolist(), std.tolist()

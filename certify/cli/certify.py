@@ -144,6 +144,8 @@ def run(args: argparse.Namespace, kind: str) -> int:
         kind, args, loaded, device, n=args.n, n0=getattr(args, "n0", None), alpha=args.alpha,
         batch=args.batch, channels_last=options.channels_last, bf16=options.bfloat16,
         compile=options.compile)
+    if args.resize is not None or args.crop is not None:
+        settings.update(resize=args.resize, crop=args.crop)
     if kind == "certify" and (args.radius is not None or args.adaptive):
         settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance)
     path = out

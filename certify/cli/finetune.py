@@ -27,7 +27,14 @@ from certify.cli.common import (
 from certify.cli.training import add_training_arguments, report_written
 from encoders.backbones import ARCHITECTURES
 from encoders.data import DATASET_NAMES
-from encoders.finetune import MODES, FinetuneConfig, finetune
+from encoders.finetune import (
+    AUGMENTATIONS,
+    MODES,
+    PRESETS,
+    SCHEDULES,
+    FinetuneConfig,
+    finetune,
+)
 from encoders.recipes import RECIPE_PRESETS, RECIPES, SmoothAdvRecipe, make_recipe
 
 RECIPE_HYPER_PARAMETERS = {
@@ -54,7 +61,15 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
                         help="baseline backbone (default small_cnn for digits, resnet18 otherwise)")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
-    add_training_arguments(parser, defaults, ("epochs", "batch_size"), ("lr", "weight_decay"))
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help="learning-rate schedule (step: times --lr-gamma every "
+                             "--lr-step-epochs epochs)")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment)
+    add_training_arguments(parser, defaults, ("epochs", "batch_size", "lr_step_epochs"),
+                           ("lr", "weight_decay", "lr_gamma"))
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="a named training recipe (cohen: Cohen et al.'s CIFAR-10 training); "
+                             "flags given explicitly override it")
     parser.add_argument("--recipe", choices=RECIPES + tuple(RECIPE_PRESETS), default="gaussian",
                         help="training loss, or a paper's named setting (encoders/recipes.py)")
     for name, kind in RECIPE_HYPER_PARAMETERS.items():
@@ -65,6 +80,7 @@ def build_parser() -> OneLineParser:
 
 def run(args: argparse.Namespace) -> int:
     arguments = vars(args)
+    arguments.pop("preset")
     overrides = {name: arguments.pop(name) for name in RECIPE_HYPER_PARAMETERS}
     try:
         recipe = make_recipe(arguments.pop("recipe"), **overrides)
@@ -78,7 +94,14 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``encoders-finetune``."""
-    return run_command("encoders-finetune", build_parser(), run, argv)
+    parser = build_parser()
+    # A --preset's values become the defaults, which flags given explicitly override; the main
+    # parser checks the preset's name.
+    preset_only = argparse.ArgumentParser(add_help=False)
+    preset_only.add_argument("--preset")
+    preset = preset_only.parse_known_args(argv)[0].preset
+    parser.set_defaults(**PRESETS.get(preset or "", {}))
+    return run_command("encoders-finetune", parser, run, argv)
 
 
 if __name__ == "__main__":

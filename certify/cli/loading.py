@@ -56,6 +56,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--data-root", default=None,
                         help="folder holding the data set files (not needed for digits)")
+    parser.add_argument("--resize", type=positive_int, default=None,
+                        help="image folders: shorter side after resizing (imagenet: 256)")
+    parser.add_argument("--crop", type=positive_int, default=None,
+                        help="image folders: side of the centre crop (imagenet: 224)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="noise seed (default 0)")
@@ -98,7 +102,8 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     if dataset_name is None:
         raise UserError(f"{source} does not record the data set it was trained on: "
                         "name it with --dataset")
-    dataset = load_dataset(dataset_name, args.split, args.data_root)
+    dataset = load_dataset(dataset_name, args.split, args.data_root, resize=args.resize,
+                           crop=args.crop)
     return LoadedRun(model.to(device).eval(), dataset, metadata, str(source), dataset_name)
 
 

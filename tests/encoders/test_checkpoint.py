@@ -121,3 +121,42 @@ def test_pretrained_name_names_sigma_when_none_is_shipped():
         encoders.pretrained_name("digits", 0.3)
     with pytest.raises(ValueError, match="sigma"):
         encoders.pretrained_name("cifar10", 0.25)
+
+
+def test_half_precision_copy_loads_as_the_rounded_model_at_half_the_size(saved, tmp_path):
+    path, model = saved
+    half = encoders.checkpoint.half_precision_copy(path, tmp_path / "half.pt")
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    stored = load_checkpoint(half)["state_dict"]
+    assert stored["head.weight"].dtype == torch.float16
+    assert stored["encoder.1.num_batches_tracked"].dtype == torch.int64  # counters unchanged
+    rounded = build_classifier("small_cnn", 10, [1, 8, 8], [0.3], [0.4]).eval()
+    rounded.load_state_dict(
+        {key: value.half().float() if value.is_floating_point() else value
+         for key, value in model.state_dict().items()}
+    )
+    loaded = encoders.load_classifier(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    batch = torch.rand(4, 1, 8, 8)
+    assert torch.equal(loaded(batch), rounded(batch))
+    assert torch.allclose(loaded(batch), model(batch), rtol=1e-2, atol=1e-3)
+
+
+def test_half_precision_copy_refuses_weights_beyond_float16(saved, tmp_path):
+    path, model = saved
+    state = model.state_dict()
+    state["head.bias"] = state["head.bias"] + 1e6
+    save_checkpoint(tmp_path / "big.pt", "classifier", _metadata(), state)
+    with pytest.raises(CheckpointError, match="head.bias"):
+        encoders.checkpoint.half_precision_copy(tmp_path / "big.pt", tmp_path / "half.pt")
+
+
+def test_a_shipped_half_precision_model_is_found_by_name(saved, tmp_path, monkeypatch):
+    path, model = saved
+    shipped = tmp_path / "pretrained"
+    encoders.checkpoint.half_precision_copy(path, shipped / "cifar10-rush-sigma0.25.pt")
+    monkeypatch.setattr(encoders.checkpoint, "PRETRAINED_DIR", shipped)
+    assert encoders.list_pretrained() == ["cifar10-rush-sigma0.25"]
+    loaded = encoders.load_classifier("cifar10-rush-sigma0.25")
+    batch = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(loaded(batch), model(batch), rtol=1e-2, atol=1e-3)
