@@ -31,6 +31,9 @@ from encoders.pretrain import make_optimizer
 from encoders.training import (
     Processes,
     channel_stats,
+    check_finite_loss,
+    check_finite_weights,
+    check_output_path,
     cosine_lr,
     epoch_batches,
     epoch_generator,
@@ -74,6 +77,7 @@ def _check(config: FinetuneConfig) -> None:
         raise ValueError("mode 'linear' needs --encoder (a SimCLR checkpoint) to freeze")
     if config.epochs < 1 or config.batch_size < 2 or not config.lr > 0 or config.weight_decay < 0:
         raise ValueError("epochs must be >= 1, batch_size >= 2, lr > 0 and weight_decay >= 0")
+    check_output_path(config.out)
     if Path(config.out).exists():
         raise ValueError(
             f"{config.out} exists; remove it or choose another --out (nothing is overwritten)"
@@ -173,6 +177,7 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            check_finite_loss(loss, epoch, step)
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
     bar.close()
@@ -195,5 +200,6 @@ def finetune(config: FinetuneConfig, progress: bool = False) -> Path:
         "recipe": recipe,
         "versions": versions(),
     }
+    check_finite_weights(model)
     save_checkpoint(config.out, "classifier", metadata, model.state_dict())
     return Path(config.out)
