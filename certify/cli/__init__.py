@@ -6,3 +6,7 @@ share beside them (:mod:`certify.cli.common`: the one-line error convention and 
 :mod:`certify.cli.loading`: models, data and run settings; :mod:`certify.cli.shards`;
 :mod:`certify.cli.training`). Nothing in the library imports this package.
 """
+
+from certify.cli.startup import catch_interrupts_while_starting
+
+catch_interrupts_while_starting()  # before any command imports torch

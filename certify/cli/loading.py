@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from certify.cli.common import non_negative_int, positive_int
+from certify.cli.common import UserError, non_negative_int, positive_int
 
 
 class LoadedRun(NamedTuple):
@@ -59,7 +59,9 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
 
     Raises:
-        ValueError: for a missing or damaged checkpoint or data set, or a bad --device.
+        ValueError: for a missing or damaged checkpoint or data set, a model with NaN or
+            infinite weights, a model whose input shape or number of classes is not the data
+            set's, or a bad --device.
     """
     import encoders
     from encoders.checkpoint import classifier_from_state, load_checkpoint, resolve
@@ -74,7 +76,32 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     model = model.to(resolve_device(args.device)).eval()
     dataset_name = args.dataset or metadata["dataset"]
     dataset = load_dataset(dataset_name, args.split, args.data_root)
+    check_model_fits_data(model, metadata, source, dataset, f"{dataset_name} {args.split}")
     return LoadedRun(model, dataset, metadata, str(source), dataset_name)
+
+
+def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], source: Any,
+                          dataset: Any, data_name: str) -> None:
+    """Refuse, before the first image, a model that cannot mean anything on this data set: one
+    with NaN or infinite weights, or whose recorded input shape or number of classes differs
+    from the data set's (a model without such a record is checked as it runs).
+
+    Raises:
+        UserError: naming the checkpoint and what is wrong.
+    """
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise UserError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}); "
+                        "its votes would mean nothing")
+    shape, classes = metadata.get("input_shape"), metadata.get("num_classes")
+    if shape is not None and list(shape) != list(dataset.input_shape):
+        raise UserError(f"{source} takes images of shape {tuple(shape)}, but the {data_name} "
+                        f"images are {tuple(dataset.input_shape)}; pass the --dataset it was "
+                        "trained on")
+    if classes is not None and classes != dataset.num_classes:
+        raise UserError(f"{source} has {classes} classes, but {data_name} has "
+                        f"{dataset.num_classes}; pass the --dataset it was trained on")
 
 
 def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,
