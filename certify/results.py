@@ -271,10 +271,10 @@ class ResultsFile:
         kept, keys = [], set()
         for line in lines[1:-1]:
             fields = line.decode("utf-8", errors="replace").split("\t")
-            key = tuple(fields[position] for position in self._key_positions)
-            if (len(fields) != len(self.columns) or not (fields[0].isascii()
-                                                         and fields[0].isdigit())
-                    or key in keys):
+            idx = fields[0]
+            well_formed = len(fields) == len(self.columns) and idx.isascii() and idx.isdigit()
+            key = tuple(fields[position] for position in self._key_positions) if well_formed else ()
+            if not well_formed or key in keys:
                 self.dropped += 1  # malformed, or a repeat: redone if its image is not done
                 continue
             keys.add(key)

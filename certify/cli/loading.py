@@ -84,7 +84,8 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
                           dataset: Any, data_name: str) -> None:
     """Refuse, before the first image, a model that cannot mean anything on this data set: one
     with NaN or infinite weights, or whose recorded input shape or number of classes differs
-    from the data set's (a model without such a record is checked as it runs).
+    from the data set's (where the model or the data set records none, the model is checked as
+    it runs).
 
     Raises:
         UserError: naming the checkpoint and what is wrong.
@@ -95,13 +96,14 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
         raise UserError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}); "
                         "its votes would mean nothing")
     shape, classes = metadata.get("input_shape"), metadata.get("num_classes")
-    if shape is not None and list(shape) != list(dataset.input_shape):
+    data_shape = getattr(dataset, "input_shape", None)
+    data_classes = getattr(dataset, "num_classes", None)
+    if shape is not None and data_shape is not None and list(shape) != list(data_shape):
         raise UserError(f"{source} takes images of shape {tuple(shape)}, but the {data_name} "
-                        f"images are {tuple(dataset.input_shape)}; pass the --dataset it was "
-                        "trained on")
-    if classes is not None and classes != dataset.num_classes:
-        raise UserError(f"{source} has {classes} classes, but {data_name} has "
-                        f"{dataset.num_classes}; pass the --dataset it was trained on")
+                        f"images are {tuple(data_shape)}; pass the --dataset it was trained on")
+    if classes is not None and data_classes is not None and classes != data_classes:
+        raise UserError(f"{source} has {classes} classes, but {data_name} has {data_classes}; "
+                        "pass the --dataset it was trained on")
 
 
 def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,

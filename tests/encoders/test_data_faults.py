@@ -29,6 +29,6 @@ def test_cause10_a_cifar_batch_of_another_shape_is_a_dataset_error(tmp_path, ent
     write_cifar(tmp_path, "cifar10", per_file=2)
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(pickle.dumps(entry, protocol=2))
-    with pytest.raises(DatasetError, match="test_batch") as raised:
+    with pytest.raises(DatasetError, match="test_batch( holds|:)") as raised:  # names the file
         load_dataset("cifar10", "test", tmp_path)
     assert "\n" not in str(raised.value)
