@@ -3,8 +3,13 @@
 A results file holds a header and one row per image, each row flushed and fsynced as it is made.
 Beside it, ``<file>.run.json`` records the settings that produced it. Opening the same file again
 with the same settings resumes after the last complete row (a torn last line, left by a killed
-process, is dropped and redone); opening it with other settings is refused unless the caller asks
-to overwrite. Nothing here ever silently overwrites a results file.
+process, is dropped and redone, and so are rows that repeat another's key or are malformed);
+opening it with other settings is refused unless the caller asks to overwrite. Nothing here ever
+silently overwrites a results file, and nothing replaces what is not a regular file.
+
+While open, a results file is locked (``fcntl.flock`` on ``<file>.lock``, which records the
+holder's pid and is released when the holder closes the file or dies): a second writer is refused
+instead of interleaving its rows with the first's.
 
 Example:
     >>> with ResultsFile("out.tsv", ("idx", "label"), {"sigma": 0.25}) as results:
@@ -15,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -74,16 +81,102 @@ class ResultsConflictError(ValueError):
     """An existing results file was made by other settings, or is not a results file."""
 
 
+class ResultsLockedError(ResultsConflictError):
+    """Another open :class:`ResultsFile`, in this process or another, is writing the file."""
+
+
 def settings_path(path: Path) -> Path:
     """The file beside ``path`` that records the settings which produced it."""
     return path.with_name(path.name + ".run.json")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never a torn file."""
+def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings recorded beside the results file ``path`` (:func:`settings_path`).
+
+    Raises:
+        ResultsConflictError: naming the settings file, if it is missing, unreadable or not a
+            JSON object.
+    """
+    recorded_path = settings_path(Path(path))
+    try:
+        recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # JSON and UTF-8 decoding errors are ValueErrors
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ResultsConflictError(
+            f"{recorded_path} (the settings that made {Path(path).name}) is missing or "
+            f"unreadable: {reason}"
+        ) from None
+    if not isinstance(recorded, dict):
+        raise ResultsConflictError(f"{recorded_path} holds no settings (not a JSON object)")
+    return recorded
+
+
+def check_results_path(path: Path) -> None:
+    """Refuse a path that cannot hold a results file: a folder, something that is not a regular
+    file (a device, a FIFO, a socket), or a path below a file.
+
+    Raises:
+        ResultsConflictError: naming the path and what is wrong.
+    """
+    if not path.name or path.is_dir():
+        raise ResultsConflictError(f"{path} is a folder; name a results file such as "
+                                   f"{path / 'run.tsv'}")
+    if path.exists():
+        if not path.is_file():
+            raise ResultsConflictError(f"{path} is not a regular file (a device, FIFO or socket); "
+                                       "results are never written to it")
+        return
+    for parent in path.parents:  # the nearest existing folder above must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ResultsConflictError(f"cannot create {path}: {parent} is a file, "
+                                           "not a folder")
+            return
+
+
+def _lock(path: Path) -> int:
+    """Take the exclusive lock of the results file ``path``; return its descriptor.
+
+    Raises:
+        ResultsLockedError: naming the holder, if another open ResultsFile holds it.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    while True:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 200).decode("utf-8", errors="replace").strip()
+            os.close(descriptor)
+            raise ResultsLockedError(
+                f"{path} is in use by another run ({holder or 'starting'}); wait for it to "
+                "finish or choose another --out"
+            ) from None
+        # The last holder unlinks the lock file as it closes: if that happened between our open
+        # and our flock, we hold a lock nobody else can see, so take the new file's.
+        try:
+            if os.path.samestat(os.fstat(descriptor), os.stat(lock_path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    return descriptor
+
+
+def _unlock(path: Path, descriptor: int) -> None:
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)  # while still holding the lock
+    os.close(descriptor)
+
+
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file and a rename: never a torn
+    file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    with open(temporary, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
@@ -98,17 +191,22 @@ class ResultsFile:
 
     Args:
         path: the results file (its folder is created if missing).
-        columns: the header, in order.
+        columns: the header, in order; the first is ``idx``, an integer >= 0.
         settings: everything that determines the rows (model, data set, sigma, n, seed, ...);
             JSON-serialisable. A file made with other settings is refused.
         overwrite: replace an existing file made with other settings instead of refusing.
+        key: the columns that name a row; on resuming, a row whose key an earlier row has (as
+            two runs interleaving their rows would leave) is dropped.
 
     Attributes:
         done: the ``idx`` values (first column) of the complete rows already in the file.
+        dropped: how many rows resuming dropped as repeated or malformed (a torn last line,
+            the trace of a killed process, is not counted).
 
     Raises:
         ResultsConflictError: the file exists with other settings or another header and
-            ``overwrite`` is false.
+            ``overwrite`` is false; or the path is a folder, not a regular file, or below a file.
+        ResultsLockedError: another open ResultsFile is writing the file.
         OSError: the file cannot be created or written.
     """
 
@@ -118,30 +216,38 @@ class ResultsFile:
         columns: Sequence[str],
         settings: dict[str, Any],
         overwrite: bool = False,
+        key: Sequence[str] = ("idx",),
     ) -> None:
         self.path = Path(path)
         self.columns = tuple(columns)
         self.settings = _canonical(settings)
         self.done: set[int] = set()
-        if self.path.exists() and not overwrite:
-            self._resume()
-        else:
-            self._create()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self.dropped = 0
+        self._key_positions = [self.columns.index(name) for name in key]
+        check_results_path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.path)
+        try:
+            if self.path.exists() and not overwrite:
+                self._resume()
+            else:
+                self._create()
+            self._handle = open(self.path, "a", encoding="utf-8")
+        except BaseException:
+            _unlock(self.path, self._lock)
+            raise
 
     def _create(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(settings_path(self.path), json.dumps(self.settings, indent=1) + "\n")
         write_atomically(self.path, "\t".join(self.columns) + "\n")
 
     def _resume(self) -> None:
-        recorded_path = settings_path(self.path)
         try:
-            recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            recorded = read_settings(self.path)
+        except ResultsConflictError as error:
             raise ResultsConflictError(
-                f"{self.path} exists but {recorded_path.name} (the settings that made it) is "
-                "missing or unreadable; pass --overwrite to replace it or choose another --out"
+                f"{self.path} exists but {error}; pass --overwrite to replace it or choose "
+                "another --out"
             ) from None
         if recorded != self.settings:
             changed = sorted(
@@ -162,18 +268,23 @@ class ResultsFile:
                 "pass --overwrite to replace it or choose another --out"
             )
         # Complete rows end in a newline; anything after the last newline is a torn row.
-        complete = lines[1:-1]
-        kept_bytes = len(data) - len(lines[-1])
-        for number, line in enumerate(complete):
+        kept, keys = [], set()
+        for line in lines[1:-1]:
             fields = line.decode("utf-8", errors="replace").split("\t")
-            if len(fields) != len(self.columns) or not fields[0].lstrip("-").isdigit():
-                # A damaged row: keep everything before it, redo it and what follows.
-                kept_bytes = len(lines[0]) + 1 + sum(len(row) + 1 for row in complete[:number])
-                break
+            idx = fields[0]
+            well_formed = len(fields) == len(self.columns) and idx.isascii() and idx.isdigit()
+            key = tuple(fields[position] for position in self._key_positions) if well_formed else ()
+            if not well_formed or key in keys:
+                self.dropped += 1  # malformed, or a repeat: redone if its image is not done
+                continue
+            keys.add(key)
+            kept.append(line)
             self.done.add(int(fields[0]))
-        if kept_bytes != len(data):
+        if self.dropped:
+            write_atomically(self.path, b"\n".join([lines[0], *kept, b""]))
+        elif lines[-1]:
             with open(self.path, "r+b") as handle:
-                handle.truncate(kept_bytes)
+                handle.truncate(len(data) - len(lines[-1]))
                 handle.flush()
                 os.fsync(handle.fileno())
 
@@ -191,8 +302,10 @@ class ResultsFile:
         self.done.add(int(row[0]))  # type: ignore[call-overload]
 
     def close(self) -> None:
-        """Close the file; every appended row is already on disk."""
-        self._handle.close()
+        """Close the file and release its lock; every appended row is already on disk."""
+        if not self._handle.closed:
+            self._handle.close()
+            _unlock(self.path, self._lock)
 
     def __enter__(self) -> ResultsFile:
         return self

@@ -38,7 +38,8 @@ def sample_counts(
     """Count the base classifier's predictions on ``num`` Gaussian perturbations of x.
 
     Noise is drawn in batches of at most ``batch_size`` on the model's device (the last batch is
-    the remainder, so exactly ``num`` samples are drawn) and never all at once.
+    the remainder, so exactly ``num`` samples are drawn) and never all at once; votes are counted
+    on the device as they come, so memory does not grow with ``num``.
 
     Args:
         model: base classifier mapping (B, C, H, W) pixels to (B, K) logits.
@@ -53,7 +54,8 @@ def sample_counts(
         An int64 CPU tensor of shape (K,) with the vote count of every class; it sums to num.
 
     Raises:
-        ValueError: if an argument is out of range or the model's output is not (B, K).
+        ValueError: if an argument is out of range, the model's output is not (B, K), or any
+            logit is NaN or infinite (a broken model gets no votes, hence no certificate).
     """
     check_image(x)
     check_positive("sigma", sigma)
@@ -65,10 +67,12 @@ def sample_counts(
             f"generator must be on the model's device ({device}), got one on {generator.device}"
         )
     x = x.to(device=device, dtype=_model_dtype(model))
-    # Votes stay on the device and are counted once at the end: a bincount per batch would wait
-    # for the GPU at every batch.
-    votes = torch.empty(num, dtype=torch.long, device=device)  # (num,)
+    # Votes are counted and logits checked on the device, batch by batch, and read back once at
+    # the end: reading them per batch would wait for the GPU at every batch, and keeping every
+    # vote would take memory growing with num.
+    counts: torch.Tensor | None = None  # (K,), made once the first batch tells K
     with torch.inference_mode():
+        finite = torch.ones((), dtype=torch.bool, device=device)
         drawn = 0
         while drawn < num:
             this_batch = min(batch_size, num - drawn)
@@ -85,7 +89,20 @@ def sample_counts(
                 raise ValueError(
                     f"num_classes is {num_classes} but the model returns {logits.shape[1]} logits"
                 )
-            votes[drawn : drawn + this_batch] = logits.argmax(dim=1)
+            if counts is None:
+                counts = torch.zeros(logits.shape[1], dtype=torch.long, device=device)
+            elif logits.shape[1] != len(counts):
+                raise ValueError(
+                    f"the model returned {len(counts)} logits, then {logits.shape[1]}"
+                )
+            finite &= torch.isfinite(logits).all()
+            votes = logits.argmax(dim=1)  # (B,)
+            counts.scatter_add_(0, votes, torch.ones_like(votes))
             drawn += this_batch
-        counts = torch.bincount(votes, minlength=logits.shape[1])  # (K,)
+    if not bool(finite):
+        raise ValueError(
+            "model returned non-finite logits (NaN or inf) under noise; its votes mean nothing, "
+            "so nothing is predicted or certified: check its weights and inputs"
+        )
+    assert counts is not None
     return counts.cpu()

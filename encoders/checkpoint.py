@@ -5,11 +5,19 @@ A checkpoint is a ``torch.save``-d dict of plain types and tensors only::
     {"format": "encoders-checkpoint", "format_version": 1, "kind": "classifier" | "simclr",
      "metadata": {"architecture", "dataset", "sigma", "num_classes", "input_shape", "recipe",
                   "versions", ...},
-     "state_dict": {...}, "training_state": {...} (optional: optimizer, epoch, RNG, to resume)}
+     "state_dict": {...}, "training_state": {...} (optional: optimizer, epoch, RNG, to resume),
+     "sha256": "<hex>"}
 
-It is written atomically (a temporary file in the same folder, then ``os.replace``) and read with
-``torch.load(weights_only=True)``, which refuses to build arbitrary Python objects, so loading a
-planted file cannot run code. Every problem raises :class:`CheckpointError` (a ValueError).
+``sha256`` is the digest of everything else in the file (:func:`content_digest`), recorded when
+saving and verified when loading: the zip container that ``torch.save`` writes checks no CRC when
+read, so without it a few flipped bytes inside the tensor data would load as altered weights.
+Checkpoints written before the digest existed (the shipped models among them) have none and load
+unverified.
+
+It is written atomically (a temporary file in the same folder, then ``os.replace``) and read
+with ``torch.load(weights_only=True)``, which refuses to build arbitrary Python objects, so
+loading a planted file cannot run code. Every problem raises :class:`CheckpointError` (a
+ValueError).
 
 Weights may be stored in half precision (:func:`half_precision_copy`: a CIFAR ResNet-18 takes
 22 MB instead of 45 MB); they are cast to float32 when loaded, so the model that runs is exactly
@@ -23,13 +31,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
 import platform
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,9 @@ from encoders.errors import CheckpointError, one_line
 
 FORMAT = "encoders-checkpoint"
 FORMAT_VERSION = 1
+DIGEST_KEY = "sha256"
+ENTRIES = ("format", "format_version", "kind", "metadata", "state_dict", "training_state",
+           DIGEST_KEY)
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 REQUIRED_METADATA = {
     "architecture": str,
@@ -94,6 +105,7 @@ def save_checkpoint(
     }
     if training_state is not None:
         payload["training_state"] = training_state
+    payload[DIGEST_KEY] = content_digest(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -127,6 +139,72 @@ def _check_metadata(metadata: Any, error: type[ValueError]) -> None:
     if not (math.isfinite(metadata["sigma"]) and metadata["sigma"] >= 0):
         raise error(
             f"checkpoint metadata 'sigma' must be finite and >= 0, got {metadata['sigma']!r}"
+        )
+    _check_shapes(metadata, error)
+
+
+def _check_shapes(metadata: dict[str, Any], error: type[ValueError]) -> None:
+    """input_shape must be [C, H, W] of integers >= 1 and num_classes an integer >= 2."""
+    shape = metadata["input_shape"]
+    if len(shape) != 3 or not all(
+        isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in shape
+    ):
+        raise error(
+            f"checkpoint metadata 'input_shape' must be [C, H, W] of integers >= 1, got {shape!r}"
+        )
+    if metadata["num_classes"] < 2:
+        raise error(
+            f"checkpoint metadata 'num_classes' must be an integer >= 2, "
+            f"got {metadata['num_classes']!r}"
+        )
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """The SHA-256 of a checkpoint's content: every entry but the digest itself, in order.
+
+    Tensors count by dtype, shape and bytes; dicts, lists and tuples by their items in order;
+    anything else by its type and ``repr`` (exact for the ints, floats and strings a checkpoint
+    holds), so that a value changed anywhere changes the digest.
+    """
+    hasher = hashlib.sha256()
+    _feed(hasher, {key: value for key, value in payload.items() if key != DIGEST_KEY})
+    return hasher.hexdigest()
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        hasher.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())  # its bytes, any dtype
+    elif isinstance(value, dict):
+        hasher.update(f"dict {len(value)}\n".encode())
+        for key, item in value.items():
+            _feed(hasher, key)
+            _feed(hasher, item)
+    elif isinstance(value, (list, tuple)):
+        hasher.update(f"{type(value).__name__} {len(value)}\n".encode())
+        for item in value:
+            _feed(hasher, item)
+    else:
+        text = repr(value)
+        hasher.update(f"{type(value).__name__} {len(text)} {text}\n".encode())
+
+
+def _verify_digest(payload: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError, calling ``path`` damaged, unless its content matches its digest.
+
+    A checkpoint without a digest predates it and is accepted; an entry this format never writes
+    can only come from damage to the file.
+    """
+    unknown = sorted(str(key) for key in payload if key not in ENTRIES)
+    if unknown:
+        raise CheckpointError(
+            f"{path} is damaged: it holds entries {', '.join(unknown)} that no checkpoint has"
+        )
+    if DIGEST_KEY in payload and payload[DIGEST_KEY] != content_digest(payload):
+        raise CheckpointError(
+            f"{path} is damaged: its content does not match the SHA-256 digest recorded when it "
+            "was saved (bytes changed on disk or in transfer); copy or train it again"
         )
 
 
@@ -185,7 +263,7 @@ def read_torch_file(path: Path) -> Any:
             f"refused {path}: it holds arbitrary pickled objects such as {found.group(1)}, "
             f"not just tensors and plain data; it was not loaded"
         ) from error
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+    except Exception as error:  # the unpickler raises many kinds of error on malformed bytes
         raise CheckpointError(
             f"cannot read checkpoint {path}: damaged or not a torch file ({one_line(error)})"
         ) from error
@@ -199,6 +277,7 @@ def check_checkpoint(payload: Any, path: Path, kind: str | None) -> dict[str, An
     """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} file")
+    _verify_digest(payload, path)
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has format_version {payload.get('format_version')!r}; this "
@@ -208,7 +287,10 @@ def check_checkpoint(payload: Any, path: Path, kind: str | None) -> dict[str, An
         raise CheckpointError(f"{path} is a {payload.get('kind')!r} checkpoint, expected {kind!r}")
     if not isinstance(payload.get("state_dict"), dict):
         raise CheckpointError(f"{path} has no state_dict")
-    _check_metadata(payload.get("metadata"), CheckpointError)
+    try:
+        _check_metadata(payload.get("metadata"), CheckpointError)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     return payload
 
 

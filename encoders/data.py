@@ -338,9 +338,30 @@ def _cifar(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tenso
     for file, _ in files:
         with open(root / dataset.base_folder / file, "rb") as handle:
             entry = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry[label_key])
+        batch_images, batch_labels = _cifar_batch(entry, label_key, file)
+        images.append(batch_images)
+        labels.extend(batch_labels)
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+def _cifar_batch(entry: object, label_key: bytes, file: str) -> tuple[np.ndarray, list[int]]:
+    """The images (N, 3, 32, 32) and labels of one unpickled CIFAR batch file.
+
+    Raises:
+        ValueError: naming the file, unless it is a dict of N x 3072 bytes and N integer labels.
+    """
+    if not isinstance(entry, dict):
+        raise ValueError(f"{file} holds a {type(entry).__name__}, not a dict of data and labels")
+    data, labels = entry.get(b"data"), entry.get(label_key)
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{file}: data must be an array of rows of 3072 bytes")
+    if not isinstance(labels, list) or not all(
+        isinstance(label, int) and not isinstance(label, bool) for label in labels
+    ):
+        raise ValueError(f"{file}: {label_key.decode()} must be a list of integers")
+    if len(labels) != len(data):
+        raise ValueError(f"{file} holds {len(data)} images but {len(labels)} labels")
+    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels  # (N, 3, 32, 32)
 
 
 class _STL10(torchvision.datasets.STL10):

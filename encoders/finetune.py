@@ -47,6 +47,9 @@ from encoders.training import (
     Processes,
     TrainingSpeed,
     channel_stats,
+    check_finite_loss,
+    check_finite_weights,
+    check_output_path,
     cosine_lr,
     epoch_batches,
     epoch_generator,
@@ -156,6 +159,7 @@ def _check(config: FinetuneConfig) -> None:
         )
     if config.lr_step_epochs < 1 or not 0 < config.lr_gamma <= 1:
         raise ValueError("lr_step_epochs must be >= 1 and lr_gamma in (0, 1]")
+    check_output_path(config.out)
     if Path(config.out).exists():
         raise ValueError(
             f"{config.out} exists; remove it or choose another --out (nothing is overwritten)"
@@ -306,6 +310,7 @@ def finetune(
             loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
                               config.sigma, config.augment, generator, speed, config.recipe,
                               epoch, attack)
+            check_finite_loss(loss, epoch, step)
             total += loss
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
@@ -318,6 +323,7 @@ def finetune(
             bar.close()
             return config.partial_path
     bar.close()
+    check_finite_weights(model)
     save_checkpoint(config.out, "classifier", metadata, model.state_dict(),
                     {"epoch": config.epochs, "history": history})
     config.partial_path.unlink(missing_ok=True)

@@ -43,6 +43,9 @@ from encoders.training import (
     Processes,
     TrainingSpeed,
     channel_stats,
+    check_finite_loss,
+    check_finite_weights,
+    check_output_path,
     cosine_lr,
     epoch_batches,
     epoch_generator,
@@ -126,6 +129,7 @@ def _check(config: PretrainConfig) -> None:
         )
     if not (config.temperature > 0 and config.lr > 0 and config.weight_decay >= 0):
         raise ValueError("temperature and lr must be > 0 and weight_decay >= 0")
+    check_output_path(config.out)
 
 
 def global_batch_loss(
@@ -283,11 +287,13 @@ def _run(
                 processes,
                 speed,
             )
+            check_finite_loss(loss, epoch, step)
             total += loss
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
         history.append(total / len(batches))
         if processes.is_main:
+            check_finite_weights(model)
             save_checkpoint(
                 out,
                 "simclr",

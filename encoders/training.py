@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -43,6 +44,66 @@ class Processes:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def check_output_path(out: str | os.PathLike) -> None:
+    """Refuse, before any training, a checkpoint path that cannot be written: an empty path, a
+    folder, something that is not a regular file, or a path below a file or in a folder that is
+    not writable (missing folders are fine: saving creates them).
+
+    Raises:
+        ValueError: naming ``out`` and what is wrong.
+    """
+    text = os.fspath(out)
+    if not text.strip():
+        raise ValueError(f"out must name a checkpoint file, got {text!r}")
+    path = Path(text)
+    if path.is_dir():
+        raise ValueError(f"out {text} is a folder; name a checkpoint file such as "
+                         f"{path / 'model.pt'}")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"out {text} is not a regular file")
+    for parent in path.parents:  # the nearest existing folder above must be a writable folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out {text} cannot be written: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"out {text} cannot be written: {parent} is not writable")
+            return
+
+
+def check_finite_loss(loss: torch.Tensor | float, epoch: int, step: int) -> None:
+    """Stop a run at its first loss that is NaN or infinite: the weights it would go on to save
+    would be too.
+
+    Raises:
+        ValueError: naming the epoch and the step (both counted from 1).
+    """
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise ValueError(
+            f"training diverged: the loss at epoch {epoch + 1}, step {step + 1} is {value}, not "
+            "finite; no checkpoint is written from it (lower the learning rate)"
+        )
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """Refuse to save weights or buffers that hold NaN or infinity (a run diverged).
+
+    Raises:
+        ValueError: naming the tensors.
+    """
+    tensors = {name: tensor for name, tensor in model.state_dict().items()
+               if tensor.is_floating_point()}
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(tensor).all() for tensor in tensors.values()])  # (T,)
+    if not bool(finite.all()):  # one read-back for all tensors
+        broken = [name for name, ok in zip(tensors, finite.tolist()) if not ok]
+        raise ValueError(
+            f"training diverged: the weights {', '.join(broken[:3])} are not finite (NaN or "
+            "inf); no checkpoint is written from them (lower the learning rate)"
+        )
 
 
 def resolve_device(name: str) -> torch.device:

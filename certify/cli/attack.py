@@ -36,6 +36,7 @@ from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
 from certify.cli.common import (
     OneLineParser,
     epsilon,
+    file_path,
     positive_float,
     positive_int,
     probability,
@@ -55,6 +56,8 @@ from certify.smoothing import predict
 
 ATTACK_COLUMNS = ("idx", "label", "classifier", "attack", "norm", "eps", "predict", "correct",
                   "time")
+ATTACK_KEY = ("idx", "classifier", "attack", "norm", "eps")
+"""The columns that name a row: one image under one evaluation."""
 NOT_ATTACKED = "-"
 
 
@@ -102,7 +105,7 @@ def build_parser(prog: str, description: str) -> OneLineParser:
                         help="images attacked together; an EOT step runs the model on "
                              "attack-batch * eot-samples images (default 32)")
     add_model_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None, help="results file")
+    parser.add_argument("--out", type=file_path, default=None, help="results file")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing results file made by other settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -205,7 +208,8 @@ def run_attack(args: argparse.Namespace) -> int:
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, "attack")
     indices = selected_indices(len(dataset), args.skip, args.max)
-    with ResultsFile(out, ATTACK_COLUMNS, settings, overwrite=args.overwrite) as results:
+    with ResultsFile(out, ATTACK_COLUMNS, settings, overwrite=args.overwrite,
+                     key=ATTACK_KEY) as results:
         # Resume row by row: a chunk whose rows were cut short is redone with the same noise
         # and only its missing rows are written.
         written = {(int(row["idx"]), row["classifier"], row["attack"], row["norm"], row["eps"])

@@ -22,8 +22,16 @@ from tqdm import tqdm
 
 from certify.audit import AuditConfig, audit_batch
 from certify.cli.attack import NOT_ATTACKED, build_parser, chunks, load_images
-from certify.cli.common import OneLineParser, UserError, positive_int, probability, run_command
+from certify.cli.common import (
+    OneLineParser,
+    UserError,
+    file_path,
+    positive_int,
+    probability,
+    run_command,
+)
 from certify.cli.loading import (
+    LoadedRun,
     default_out,
     image_generator,
     load_run,
@@ -31,7 +39,13 @@ from certify.cli.loading import (
     selected_indices,
 )
 from certify.guarantee import ABSTAIN
-from certify.results import COHEN_CERTIFY_COLUMNS, ResultsFile, read_rows
+from certify.results import (
+    COHEN_CERTIFY_COLUMNS,
+    ResultsFile,
+    read_rows,
+    read_settings,
+    settings_path,
+)
 from certify.sampling import model_device
 from certify.smoothing import certify
 
@@ -42,7 +56,7 @@ def audit_parser() -> OneLineParser:
     parser = build_parser(
         "certify-audit",
         "Attack every certified image with L2 EOT-PGD just inside its radius; count violations.")
-    parser.add_argument("--certificates", type=Path, default=None,
+    parser.add_argument("--certificates", type=file_path, default=None,
                         help="audit the rows of this certify results file instead of certifying")
     parser.add_argument("--n0", "--N0", dest="n0", type=positive_int, default=100,
                         help="selection samples per certificate (default 100)")
@@ -55,12 +69,24 @@ def audit_parser() -> OneLineParser:
     return parser
 
 
-def certificates_to_audit(args: argparse.Namespace, size: int) -> dict[int, tuple[int, float]]:
-    """idx -> (certified label, radius) from --certificates; empty without it."""
+def certificates_to_audit(args: argparse.Namespace,
+                          loaded: LoadedRun) -> dict[int, tuple[int, float]]:
+    """idx -> (certified label, radius) from --certificates; empty without it.
+
+    Certificates hold only for the model, data and sigma they were made with: those their
+    settings file records must be this audit's (a file without one, such as Cohen et al.'s, is
+    checked for its sigma and its indices only).
+
+    Raises:
+        UserError: naming the file and what differs.
+    """
     if args.certificates is None:
         return {}
     from certify.analysis import read_results, sigma_of
 
+    if settings_path(args.certificates).exists():
+        check_certificate_settings(args.certificates, args, loaded)
+    size = len(loaded.dataset)
     recorded_sigma = sigma_of(args.certificates)
     if recorded_sigma is not None and abs(recorded_sigma - args.sigma) > 1e-9:
         raise UserError(f"--certificates were made at sigma {recorded_sigma}, "
@@ -74,11 +100,36 @@ def certificates_to_audit(args: argparse.Namespace, size: int) -> dict[int, tupl
             for idx, label, radius in zip(results.idx, results.predict, results.radius)}
 
 
+def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: LoadedRun) -> None:
+    """Refuse certificates whose settings file names another command, model, data set, split or
+    sigma than this audit's."""
+    recorded = read_settings(path)
+    if recorded.get("command") != "certify":
+        raise UserError(f"--certificates {path} were made by certify-{recorded.get('command')}, "
+                        "not certify: they hold no certified radii")
+    expected = {"checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
+                "dataset": loaded.dataset_name, "split": args.split, "sigma": args.sigma}
+    differences = []
+    for key, value in expected.items():
+        if key == "sigma" and isinstance(recorded.get(key), (int, float)):
+            same = abs(recorded[key] - value) <= 1e-9
+        else:
+            same = recorded.get(key) == value
+        if not same:
+            differences.append("the checkpoint (another model's weights)"
+                               if key == "checkpoint_sha256"
+                               else f"{key} {recorded.get(key)} (this audit: {value})")
+    if differences:
+        raise UserError(f"--certificates {path} were made with other settings than this audit's: "
+                        f"{', '.join(differences)}; their radii hold only for their own model, "
+                        "data and sigma")
+
+
 def run_audit(args: argparse.Namespace) -> int:
     loaded = load_run(args, args.sigma)
     model, dataset = loaded.model, loaded.dataset
     device = model_device(model)
-    given = certificates_to_audit(args, len(dataset))
+    given = certificates_to_audit(args, loaded)
     config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,
                          eot_samples=args.eot_samples, steps=args.steps, restarts=args.restarts,
                          shrink=args.shrink, batch_size=args.batch,

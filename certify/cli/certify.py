@@ -15,7 +15,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,6 +26,8 @@ from tqdm import tqdm
 
 from certify.cli.common import (
     OneLineParser,
+    UserError,
+    file_path,
     positive_float,
     positive_int,
     probability,
@@ -40,13 +41,22 @@ from certify.cli.loading import (
     run_settings,
     selected_indices,
 )
-from certify.cli.shards import mark_complete, merge_parts, parse_shard, part_path
+from certify.cli.shards import (
+    completion_path,
+    mark_complete,
+    merge_parts,
+    parse_shard,
+    part_path,
+)
 from certify.fast import FastOptions, accelerate, fastest_batch_size
 from certify.results import (
     COHEN_CERTIFY_COLUMNS,
     COHEN_PREDICT_COLUMNS,
+    ResultsConflictError,
     ResultsFile,
+    check_results_path,
     read_rows,
+    read_settings,
     settings_path,
 )
 from certify.sampling import model_device
@@ -71,7 +81,7 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
                         help="noise samples per forward pass (default: the fastest on the device, "
                              "measured at start; 1000 when sharded)")
     add_model_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=file_path, default=None,
                         help="results file "
                              "(default: results/<model>_<dataset>-<split>_sigma<s>_n<n>.tsv)")
     parser.add_argument("--overwrite", action="store_true",
@@ -156,6 +166,14 @@ def run(args: argparse.Namespace, kind: str) -> int:
         PREDICT_COLUMNS, predict_row)
     mine = selected_indices(len(dataset), args.skip, args.max)[shard::num_shards]
     with ResultsFile(path, columns, settings, overwrite=args.overwrite) as results:
+        # What an earlier run left beside the file no longer describes it.
+        if num_shards > 1:
+            completion_path(path).unlink(missing_ok=True)
+        if args.overwrite:
+            figure_path(out).unlink(missing_ok=True)
+        if results.dropped:
+            print(f"{kind}: repaired {path}: dropped {results.dropped} repeated or malformed "
+                  "rows (redone unless their images were done)", file=sys.stderr)
         todo = [idx for idx in mine if idx not in results.done]
         correct = 0
         with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", disable=args.quiet,
@@ -169,7 +187,7 @@ def run(args: argparse.Namespace, kind: str) -> int:
                 bar.set_postfix(correct=correct, refresh=False)
                 bar.update()
     if num_shards > 1:
-        mark_complete(path, len(mine))
+        mark_complete(path, len(dataset))
         if not wait_for_shards(shard, num_shards):
             print(f"{kind}: shard {shard}/{num_shards} done; join the parts with "
                   f"`certify-merge {out} --shards {num_shards}` once all are done", file=sys.stderr)
@@ -184,8 +202,17 @@ def choose_batch(args: argparse.Namespace, out: Path, num_shards: int, model: to
                  metadata: dict[str, Any]) -> int:
     """The batch size when --batch is not given: the one an existing results file was made with,
     1000 for shards (which must agree), else the fastest on the device."""
-    if out.exists() and settings_path(out).exists() and not args.overwrite:
-        return int(json.loads(settings_path(out).read_text(encoding="utf-8"))["batch"])
+    check_results_path(out)  # before measuring anything
+    if out.exists() and not args.overwrite:
+        try:
+            recorded = read_settings(out).get("batch")
+        except ResultsConflictError as error:
+            raise UserError(f"{out} exists but {error}; pass --overwrite to replace it or choose "
+                            "another --out") from None
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+            return recorded
+        raise UserError(f"{settings_path(out)} records no batch size (got {recorded!r}): pass "
+                        "--batch, or --overwrite to start afresh")
     if num_shards > 1:
         return 1000
     return fastest_batch_size(model, tuple(metadata["input_shape"]))
@@ -240,8 +267,15 @@ def report(out: Path, kind: str, plot: bool) -> None:
         from certify.plot import plot_certified_accuracy
 
         figure = plot_certified_accuracy({default_label(out): results})
-        figure.savefig(out.with_suffix(".png"), dpi=150, bbox_inches="tight")
-        print(f"  curve                                      {out.with_suffix('.png')}")
+        figure.savefig(figure_path(out), dpi=150, bbox_inches="tight")
+        print(f"  curve                                      {figure_path(out)}")
+
+
+def figure_path(out: Path) -> Path:
+    """Where --plot draws the curve of the results file ``out``: beside it as .png, and never
+    the results file itself (``--out r.png`` draws r.png.png)."""
+    figure = out.with_suffix(".png")
+    return figure if figure != out else out.with_name(out.name + ".png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,12 +15,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, NoReturn
 
+from certify.cli.startup import INTERRUPTED, stop_catching_interrupts
 from encoders.errors import one_line
 
 USER_ERROR = 2
-INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -47,6 +48,7 @@ def run_command(
         130 after Ctrl-C, 0 after --help.
     """
     try:
+        stop_catching_interrupts()  # from here, Ctrl-C raises KeyboardInterrupt, reported below
         try:
             args = parser.parse_args(argv)
         except SystemExit as stop:  # --help, or a bad flag already reported on one line
@@ -105,3 +107,10 @@ def epsilon(text: str) -> float:
     """argparse type: a finite number > 0 written as a decimal or a fraction such as 8/255."""
     return _argument(text, lambda value: float(Fraction(value)),
                      lambda value: 0 < value < math.inf, "a number > 0 such as 0.5 or 8/255")
+
+
+def file_path(text: str) -> Path:
+    """argparse type: a path that names a file (not empty, not ending in a separator)."""
+    if not text.strip() or text.endswith(os.sep):
+        raise argparse.ArgumentTypeError(f"expected a file path, got {text!r}")
+    return Path(text)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from certify.cli.common import UserError, non_negative_int, positive_int
+from certify.sampling import model_device
+from encoders.errors import one_line
 
 
 class LoadedRun(NamedTuple):
@@ -85,7 +87,9 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
 
     Raises:
-        ValueError: for a missing or damaged checkpoint or data set, or a bad --device.
+        ValueError: for a missing or damaged checkpoint or data set, a model with NaN or
+            infinite weights, a model whose input shape or number of classes is not the data
+            set's, or a bad --device.
     """
     import encoders
     from encoders.checkpoint import resolve
@@ -104,7 +108,47 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
                         "name it with --dataset")
     dataset = load_dataset(dataset_name, args.split, args.data_root, resize=args.resize,
                            crop=args.crop)
-    return LoadedRun(model.to(device).eval(), dataset, metadata, str(source), dataset_name)
+    model = model.to(device).eval()
+    check_model_fits_data(model, metadata, source, dataset, f"{dataset_name} {args.split}")
+    return LoadedRun(model, dataset, metadata, str(source), dataset_name)
+
+
+def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], source: Any,
+                          dataset: Any, data_name: str) -> None:
+    """Refuse, before the first image, a model that cannot mean anything on this data set: one
+    with NaN or infinite weights, or whose recorded input shape or number of classes differs
+    from the data set's (where the model or the data set records none, the model is checked as
+    it runs).
+
+    Raises:
+        UserError: naming the checkpoint and what is wrong.
+    """
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise UserError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}); "
+                        "its votes would mean nothing")
+    shape, classes = metadata.get("input_shape"), metadata.get("num_classes")
+    data_shape = getattr(dataset, "input_shape", None)
+    data_classes = getattr(dataset, "num_classes", None)
+    if shape is not None and data_shape is not None and list(shape) != list(data_shape):
+        raise UserError(f"{source} takes images of shape {tuple(shape)}, but the {data_name} "
+                        f"images are {tuple(data_shape)}; pass the --dataset it was trained on")
+    if shape is None or classes is None:  # TorchScript or a factory: ask the model itself
+        image = dataset[0][0].unsqueeze(0).to(model_device(model))  # (1, C, H, W)
+        try:
+            with torch.inference_mode():
+                logits = model(image)
+        except RuntimeError as error:
+            raise UserError(f"{source} does not accept the {data_name} images of shape "
+                            f"{tuple(image.shape[1:])} ({one_line(error)})") from None
+        if logits.dim() != 2:
+            raise UserError(f"{source} returns an output of shape {tuple(logits.shape)} for one "
+                            "image, not logits (1, K)")
+        classes = logits.shape[1]
+    if classes is not None and data_classes is not None and classes != data_classes:
+        raise UserError(f"{source} has {classes} classes, but {data_name} has {data_classes}; "
+                        "pass the --dataset it was trained on")
 
 
 def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from certify.cli.common import OneLineParser, positive_int, run_command
+from certify.cli.common import OneLineParser, file_path, positive_int, run_command
 from certify.cli.shards import merge_parts
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="certify-merge",
                            description="Join the parts of a sharded run into one results file.")
-    parser.add_argument("out", type=Path, help="the results file the shards were run with (--out)")
+    parser.add_argument("out", type=file_path,
+                        help="the results file the shards were run with (--out)")
     parser.add_argument("--shards", type=positive_int, required=True,
                         help="K, the number of shards")
     return parser

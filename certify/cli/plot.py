@@ -29,12 +29,14 @@ from certify.analysis import (
 from certify.cli.common import (
     OneLineParser,
     UserError,
+    file_path,
     non_negative_float,
     positive_int,
     run_command,
 )
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
+MIN_DPI, MAX_DPI = 10, 1200  # beyond 1200 the PNG's pixels alone take hundreds of MB
 
 
 def build_parser() -> OneLineParser:
@@ -43,9 +45,9 @@ def build_parser() -> OneLineParser:
         description="Draw the certified-accuracy curve "
         "of Cohen-format results files and print their table.",
     )
-    parser.add_argument("results", nargs="+", type=Path, help="Cohen-format results files")
+    parser.add_argument("results", nargs="+", type=file_path, help="Cohen-format results files")
     parser.add_argument(
-        "--out", type=Path, default=None, help="figure to write: .png, .pdf or .svg"
+        "--out", type=file_path, default=None, help="figure to write: .png, .pdf or .svg"
     )
     parser.add_argument(
         "--labels",
@@ -104,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in {', '.join(FIGURE_FORMATS)}, got {args.out.name!r}")
     if args.latex and args.radii is None:
         raise UserError("--latex formats the table, which needs --radii R [R ...]")
-    if args.dpi < 10:
-        raise UserError(f"--dpi must be an integer >= 10, got {args.dpi}")
+    if not MIN_DPI <= args.dpi <= MAX_DPI:
+        raise UserError(f"--dpi must be an integer from {MIN_DPI} to {MAX_DPI} (the figure is "
+                        f"6.4 in wide: {64 * MIN_DPI // 10} to {64 * MAX_DPI // 10} px), "
+                        f"got {args.dpi}")
     results_by_label = load_labelled(args.results, args.labels)
     if args.radii is not None:
         style = "latex" if args.latex else "markdown"

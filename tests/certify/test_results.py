@@ -40,13 +40,13 @@ def test_a_torn_last_line_is_dropped_and_redone(tmp_path) -> None:
     assert path.read_text() == "idx\tlabel\tvalue\n0\t3\ta\n5\t1\tb\n"
 
 
-def test_a_damaged_row_is_redone_with_all_after_it(tmp_path) -> None:
+def test_a_damaged_row_is_dropped_and_redone_and_the_rows_after_it_kept(tmp_path) -> None:
     path = tmp_path / "run.tsv"
     path.write_text("idx\tlabel\tvalue\n0\t3\ta\n5\t1\n10\t2\tc\n")
     settings_path(path).write_text(json.dumps(SETTINGS))
     with ResultsFile(path, COLUMNS, SETTINGS) as results:
-        assert results.done == {0}
-    assert path.read_text() == "idx\tlabel\tvalue\n0\t3\ta\n"
+        assert results.done == {0, 10} and results.dropped == 1
+    assert path.read_text() == "idx\tlabel\tvalue\n0\t3\ta\n10\t2\tc\n"
 
 
 @pytest.mark.parametrize("other", [{"sigma": 0.5, "n": 100}, {"sigma": 0.25}])
@@ -79,22 +79,26 @@ def test_rows_must_match_the_header(tmp_path) -> None:
             results.append((1, 2))
 
 
-def write_shards(out, rows_by_shard, settings=SETTINGS):
+SHARDED = {**SETTINGS, "skip": 10, "max": None}  # every 10th image
+
+
+def write_shards(out, rows_by_shard, dataset_size, settings=SHARDED):
     for shard, rows in enumerate(rows_by_shard):
         part = part_path(out, shard, len(rows_by_shard))
         with ResultsFile(part, COLUMNS, {**settings, "shard": [shard, len(rows_by_shard)]}) as f:
             for row in rows:
                 f.append(row)
-        mark_complete(part, len(rows))
+        mark_complete(part, dataset_size)
 
 
 def test_shards_merge_in_single_process_order(tmp_path) -> None:
     out = tmp_path / "run.tsv"
-    write_shards(out, [[(0, 1, "a"), (20, 1, "c"), (40, 0, "e")], [(10, 2, "b"), (30, 3, "d")]])
+    write_shards(out, [[(0, 1, "a"), (20, 1, "c"), (40, 0, "e")], [(10, 2, "b"), (30, 3, "d")]],
+                 dataset_size=50)
     assert merge_parts(out, 2) == 5
     assert [line.split("\t")[0] for line in out.read_text().splitlines()] == [
         "idx", "0", "10", "20", "30", "40"]
-    assert json.loads(settings_path(out).read_text()) == SETTINGS
+    assert json.loads(settings_path(out).read_text()) == SHARDED
     before = out.read_bytes()
     assert merge_parts(out, 2) == 5  # joining again changes nothing
     assert out.read_bytes() == before
@@ -106,16 +110,16 @@ def test_shards_merge_in_single_process_order(tmp_path) -> None:
 
 def test_merge_refuses_unfinished_or_mismatched_parts(tmp_path) -> None:
     out = tmp_path / "run.tsv"
-    write_shards(out, [[(0, 1, "a")], [(10, 2, "b")]])
+    write_shards(out, [[(0, 1, "a")], [(10, 2, "b")]], dataset_size=20)
     part_path(out, 1, 2).with_name("run.tsv.part1of2.complete").unlink()
     with pytest.raises(ValueError, match="unfinished"):
         merge_parts(out, 2)
     other = tmp_path / "other.tsv"
     for shard, sigma in [(0, 0.25), (1, 0.5)]:
         part = part_path(other, shard, 2)
-        with ResultsFile(part, COLUMNS, {"sigma": sigma, "n": 100, "shard": [shard, 2]}) as f:
+        with ResultsFile(part, COLUMNS, {**SHARDED, "sigma": sigma, "shard": [shard, 2]}) as f:
             f.append((10 * shard, 1, "x"))
-        mark_complete(part, 1)
+        mark_complete(part, 20)
     with pytest.raises(ValueError, match="other settings"):
         merge_parts(other, 2)
     assert not other.exists()

@@ -1,0 +1,77 @@
+"""Training faults (issue 11): a run that diverges stops at its first non-finite loss and writes
+nothing (cause 1); an output path that cannot be written is refused before training (cause 9)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import encoders.finetune
+import encoders.pretrain
+from encoders.finetune import FinetuneConfig, finetune
+from encoders.pretrain import PretrainConfig, pretrain
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_cause1_a_non_finite_loss_stops_training(value) -> None:
+    from encoders.training import check_finite_loss
+
+    check_finite_loss(torch.tensor(2.3), epoch=0, step=0)
+    with pytest.raises(ValueError, match="epoch 2, step 5.*not finite"):
+        check_finite_loss(torch.tensor(value), epoch=1, step=4)
+
+
+def test_cause1_non_finite_weights_are_never_saved() -> None:
+    from encoders.training import check_finite_weights
+
+    model = torch.nn.BatchNorm2d(3)
+    check_finite_weights(model)
+    model.running_var[1] = math.inf  # a buffer, not a parameter
+    with pytest.raises(ValueError, match="running_var"):
+        check_finite_weights(model)
+
+
+@pytest.mark.parametrize("stage", ["finetune", "pretrain"])
+def test_cause1_training_with_an_infinite_learning_rate_writes_nothing(tmp_path, stage) -> None:
+    out = tmp_path / "model.pt"
+    if stage == "finetune":
+        config = FinetuneConfig(sigma=0.25, out=str(out), epochs=1, batch_size=512,
+                                lr=math.inf, device="cpu")
+        run = finetune
+    else:
+        config = PretrainConfig(out=str(out), epochs=1, batch_size=512, lr=math.inf,
+                                device="cpu")
+        run = pretrain
+    with pytest.raises(ValueError, match="not finite"):
+        run(config)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("stage", ["finetune", "pretrain"])
+@pytest.mark.parametrize("out", ["", "FILE/model.pt", "FILE/deeper/model.pt", "FOLDER"])
+def test_cause9_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, stage,
+                                                             out) -> None:
+    def no_training(*args, **kwargs):
+        raise AssertionError("the data were loaded before out was checked")
+
+    monkeypatch.setattr(encoders.finetune, "load_dataset", no_training)
+    monkeypatch.setattr(encoders.pretrain, "load_dataset", no_training)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    out = out.replace("FILE", str(tmp_path / "file")).replace("FOLDER", str(tmp_path / "folder"))
+    with pytest.raises(ValueError, match="out") as raised:
+        if stage == "finetune":
+            finetune(FinetuneConfig(sigma=0.25, out=out, device="cpu"))
+        else:
+            pretrain(PretrainConfig(out=out, device="cpu"))
+    assert "Errno" not in str(raised.value)
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_cause9_a_writable_out_passes(tmp_path) -> None:
+    from encoders.training import check_output_path
+
+    check_output_path(str(tmp_path / "new" / "folders" / "model.pt"))
+    check_output_path(str(tmp_path / "model.pt"))
