@@ -38,7 +38,6 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import matplotlib
@@ -47,7 +46,7 @@ import torch
 from certify import predict
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
-from certify.cli.common import UserError
+from certify.cli.common import UserError, epsilon
 from certify.cli.loading import image_generator, selected_indices
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile, write_atomically
 from encoders import load_classifier
@@ -216,9 +215,6 @@ def plot(summary: list[tuple[Rung, int, int]], args: argparse.Namespace, path: P
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
-
-def epsilon(text: str) -> float:
-    return float(Fraction(text))
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -39,11 +39,11 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
 
 from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.cli.common import epsilon
 from encoders import load_classifier
 from encoders.data import load_dataset
 
@@ -138,9 +138,6 @@ def build_rows(args: argparse.Namespace, model: torch.nn.Module, images: torch.T
                         torchattacks.EOTPGD(noisy, eps, alpha, steps, eot_iter=m), True))
     return rows
 
-
-def epsilon(text: str) -> float:
-    return float(Fraction(text))
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
