@@ -391,7 +391,7 @@ def test_cause9_training_checks_its_out_before_training(tmp_path, capsys, monkey
     def no_training(*args, **kwargs):
         raise AssertionError("the data were loaded before --out was checked")
 
-    monkeypatch.setattr(encoders.finetune, "load_dataset", no_training)
+    monkeypatch.setattr(encoders.finetune, "load_training_split", no_training)
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "model.pt"
     assert finetune_main(["--sigma", "0.25", "--out", str(out), "--device", "cpu"]) == 2
