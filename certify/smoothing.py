@@ -34,7 +34,8 @@ class Certificate(NamedTuple):
     Attributes:
         label: the certified class, or ``ABSTAIN``.
         radius: the certified L2 radius (0.0 when abstaining).
-        pA_lower: the one-sided Clopper-Pearson lower bound on the top class's probability.
+        pA_lower: a one-sided (1 - alpha) lower bound on the top class's probability
+            (Clopper-Pearson, or a confidence sequence's in :mod:`certify.sequential`).
         count: votes for the selected class among the ``samples`` estimation draws.
         samples: noise samples drawn for the estimation (n; selection draws not counted).
     """
@@ -235,6 +236,8 @@ def certify(
     radius: float | None = None,
     adaptive: bool = False,
     tolerance: float = 0.05,
+    rule: str | None = None,
+    curve_radii: tuple[float, ...] = (),
 ) -> Certificate:
     """Certify the smoothed classifier g at x in L2 (Cohen et al. 2019, CERTIFY).
 
@@ -259,6 +262,10 @@ def certify(
         adaptive: stop once the radius could grow by at most ``tolerance`` within the budget n
             (:mod:`certify.sequential`); both keep the guarantee below.
         tolerance: the adaptive rule's L2 tolerance, > 0.
+        rule: the sequential modes' stopping rule, ``"betting"`` or ``"clopper-pearson"``
+            (None: the default of :mod:`certify.sequential`); unused at a fixed n.
+        curve_radii: radii whose certification the adaptive mode settles exactly, as the target
+            mode would (:mod:`certify.sequential`).
 
     Returns:
         A :class:`Certificate` (label, radius, pA_lower, count, samples); label is ``ABSTAIN``
@@ -276,7 +283,8 @@ def certify(
         from certify.sequential import certify_sequential
 
         return certify_sequential(model, x, sigma, n0, n, alpha, batch_size, generator,
-                                  radius=radius, tolerance=tolerance, num_classes=num_classes)
+                                  radius=radius, tolerance=tolerance, num_classes=num_classes,
+                                  rule=rule, curve_radii=curve_radii)
     check_alpha(alpha)
     check_count("n0", n0)
     check_count("n", n)
