@@ -17,20 +17,27 @@ On the same images, with each image's noise seeded by (seed, idx) as in the ``ce
   run's vote share of its candidate, capped at n.
 
 It prints the mean noise samples per image (the n0 selection samples included: the Wald column
-adds n0 to its bound, since every rule draws them before testing) and the certified accuracy at r;
-then the adaptive mode (``certify(..., adaptive=True, tolerance=...)``) of both rules against the
-fixed-n run: samples per image and the whole certified accuracy curve.
+adds n0 to its bound, since every rule draws them before testing), the certified accuracy at r,
+and the ratio of the betting rule's estimation samples to Wald's bound, over all images and over
+those the fixed-n run certifies at r (where the bound limits every level-alpha test that certifies
+them). Then the adaptive mode (``certify(..., adaptive=True, tolerance=...)``) of both rules, with
+and without ``curve_radii`` = the curve's radii, against the fixed-n run: samples per image and
+the whole certified accuracy curve.
 
 Rows: linear ground-truth models (pA = Phi(d / sigma) exactly: images at distance d from the
 hyperplane, pA evenly spread over [0.79, 0.99]), the shipped digits model, CIFAR-shaped ResNet-18s
 trained briefly with noise on a synthetic 10-class data set (grey plus a faint smooth template
 per class plus pixel noise; the fainter the templates, the smaller the radii; they need a GPU at
-n = 100,000), and any checkpoint on any data set (``--model``, ``--dataset``).
+n = 100,000), and any checkpoint on any data set (``--model``, ``--dataset``). With
+``--simulate`` only the fixed-n run uses the model; every other rule counts votes drawn from the
+fixed-n run's vote share by :class:`VoteShares` from the same seeded noise (cheap on a CPU).
 
 Usage:
-    python benchmarks/adaptive.py --linear-images 200 --digits-skip 6         # CPU: ~15 min
-    python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 200 \\
-        --digits-skip 1 --cifar-images 100 --cifar-contrasts 0.05 0.1 --cifar-fast   # GPU
+    python benchmarks/adaptive.py --linear-images 200 --digits-skip 0          # CPU: ~1 min
+    python benchmarks/adaptive.py --linear-images 0 --digits-skip 12 --simulate  # CPU: ~8 min
+    python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 200 --digits-skip 1
+    python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 0 --digits-skip 0 \
+        --cifar-images 50 --cifar-contrasts 0.05 --cifar-fast                      # GPU
 """
 
 from __future__ import annotations
@@ -157,14 +164,16 @@ def wald_bound(pA: float, threshold: float, alpha: float, n: int) -> float:
 
 @dataclass
 class Tally:
-    """Sums over a row's images: noise samples and certified images per (rule, radius)."""
+    """Sums over a row's images per (rule, radius): noise samples, certified images, images."""
 
     samples: dict = field(default_factory=dict)
     certified: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
 
     def add(self, key: tuple, samples: float, certified: bool) -> None:
         self.samples[key] = self.samples.get(key, 0.0) + samples
         self.certified[key] = self.certified.get(key, 0) + int(certified)
+        self.images[key] = self.images.get(key, 0) + 1
 
 
 class VoteShares(torch.nn.Module):
@@ -206,8 +215,8 @@ def measure(model: torch.nn.Module, images: list, args: argparse.Namespace,
         for r in CURVE_RADII:
             tally.add(("fixed", r), N0 + args.n, fixed.label == label and fixed.radius >= r)
         for r in args.radii:
-            threshold = float(norm.cdf(r / args.sigma))
-            tally.add(("wald", r), N0 + wald_bound(pA, threshold, args.alpha, args.n), False)
+            wald = wald_bound(pA, float(norm.cdf(r / args.sigma)), args.alpha, args.n)
+            tally.add(("wald", r), N0 + wald, False)
             predicted, samples = horvath_three_stage(voter, x, args.sigma, r, args.alpha,
                                                      args.batch,
                                                      image_generator(args.seed, idx, device))
@@ -216,6 +225,9 @@ def measure(model: torch.nn.Module, images: list, args: argparse.Namespace,
                 cert = certify(voter, x, args.sigma, N0, args.n, args.alpha, args.batch,
                                image_generator(args.seed, idx, device), radius=r, rule=rule)
                 tally.add((rule, r), N0 + cert.samples, cert.label == label and cert.radius >= r)
+            if fixed.label == label and fixed.radius >= r:  # where Wald's bound is a true limit
+                tally.add(("wald, certified", r), wald, False)
+                tally.add(("betting, certified", r), cert.samples, False)
         for rule, curve_radii in ADAPTIVE_RUNS:
             cert = certify(voter, x, args.sigma, N0, args.n, args.alpha, args.batch,
                            image_generator(args.seed, idx, device), adaptive=True,
@@ -235,10 +247,14 @@ def target_rows(name: str, count: int, tally: Tally, radii: list[float]) -> list
                          f"({tally.certified[rule, r] / count:.3f})")
         wald = tally.samples["wald", r] / count
         betting_vs_wald = (tally.samples["betting", r] / count - N0) / (wald - N0)
+        certified = tally.samples.get(("wald, certified", r))
+        certified_ratio = (f"{tally.samples['betting, certified', r] / certified:.2f}x "
+                           f"({tally.images['wald, certified', r]})" if certified else "-")
         fewest = min(tally.samples[rule, r] for rule in ("fixed", *TARGET_RULES)
                      ) == tally.samples["betting", r]
         rows.append(f"| {name} | {count} | {r:.2f} | " + " | ".join(cells)
-                    + f" | {wald:,.0f} | {betting_vs_wald:.2f}x | {'yes' if fewest else 'no'} |")
+                    + f" | {wald:,.0f} | {betting_vs_wald:.2f}x | {certified_ratio} "
+                    f"| {'yes' if fewest else 'no'} |")
     return rows
 
 
@@ -321,8 +337,9 @@ def main() -> None:
         print(f"<!-- {name}: {len(images)} images, {seconds:.0f} s on {device} -->", flush=True)
     print("\nTarget radius: mean noise samples per image (certified accuracy at r)\n")
     print("| model | images | r | fixed n | CP looks | Horvath 3-stage | betting CS "
-          "| Wald bound + n0 | betting / Wald | betting fewest |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| Wald bound + n0 | betting / Wald | same, on the images fixed n certifies (count) "
+          "| betting fewest |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, count, tally in measured:
         print("\n".join(target_rows(name, count, tally, args.radii)))
     print(f"\nAdaptive mode (tolerance {args.tolerance}): samples per image and certified "
