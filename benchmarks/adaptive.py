@@ -8,7 +8,8 @@ On the same images, with each image's noise seeded by (seed, idx) as in the ``ce
   looks (``rule="clopper-pearson"``) and the betting confidence sequence (``rule="betting"``);
 - per r, the three-stage schedule of Horvath et al. ("Boosting Randomized Smoothing with Variance
   Reduced Classifiers", ICLR 2022, adaptive sampling; their code's defaults): stages of 1,000,
-  10,000 and 125,000 fresh samples, each after its own n0 selection samples; stage i certifies if
+  10,000 and 125,000 fresh samples (at n = 100,000; scaled with n), each after its own n0
+  selection samples; stage i certifies if
   its one-sided Clopper-Pearson bound at alpha / 3 reaches Phi(r / sigma) (the union bound over
   the three stages spends alpha), and stages 1 and 2 give up if the upper bound at
   beta / 2 = 0.00005 stays below it;
@@ -43,6 +44,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -132,11 +134,14 @@ def train_briefly(device: torch.device, sigma: float, steps: int,
 
 
 def horvath_three_stage(model: torch.nn.Module, x: torch.Tensor, sigma: float, radius: float,
-                        alpha: float, batch: int, generator: torch.Generator) -> tuple[int, int]:
-    """(label or ABSTAIN, noise samples drawn) of Horvath et al.'s adaptive sampling at r."""
+                        alpha: float, n: int, batch: int,
+                        generator: torch.Generator) -> tuple[int, int]:
+    """(label or ABSTAIN, noise samples drawn) of Horvath et al.'s adaptive sampling at r; their
+    stages are for n = 100,000 and scale with n (for quick runs at a small n)."""
     threshold = norm.cdf(radius / sigma)
     samples = 0
-    for stage, size in enumerate(HORVATH_STAGES):
+    stages = [max(1, round(size * n / 100_000)) for size in HORVATH_STAGES]
+    for stage, size in enumerate(stages):
         selection = sample_counts(model, x, sigma, N0, batch, generator)
         candidate = int(selection.argmax())
         votes = sample_counts(model, x, sigma, size, batch, generator, len(selection))
@@ -217,7 +222,7 @@ def measure(model: torch.nn.Module, images: list, args: argparse.Namespace,
         for r in args.radii:
             wald = wald_bound(pA, float(norm.cdf(r / args.sigma)), args.alpha, args.n)
             tally.add(("wald", r), N0 + wald, False)
-            predicted, samples = horvath_three_stage(voter, x, args.sigma, r, args.alpha,
+            predicted, samples = horvath_three_stage(voter, x, args.sigma, r, args.alpha, args.n,
                                                      args.batch,
                                                      image_generator(args.seed, idx, device))
             tally.add(("horvath", r), samples, predicted == label)
@@ -330,25 +335,29 @@ def main() -> None:
     print(f"n0={N0}, n={args.n}, alpha={args.alpha}, sigma={args.sigma}, "
           f"tolerance={args.tolerance}, device {device}"
           + (", votes of all but fixed n simulated" if args.simulate else ""), flush=True)
-    measured = []
     for name, images, model in rows:
         tally, seconds = measure(model, images, args, device)
-        measured.append((name, len(images), tally))
-        print(f"<!-- {name}: {len(images)} images, {seconds:.0f} s on {device} -->", flush=True)
-    print("\nTarget radius: mean noise samples per image (certified accuracy at r)\n")
+        report(name, len(images), tally, args)
+        sums = {part: {str(key): value for key, value in table.items()}
+                for part, table in vars(tally).items()}  # to pool runs over other images
+        print(f"<!-- {name}: {len(images)} images, {seconds:.0f} s on {device}; sums "
+              f"{json.dumps(sums)} -->", flush=True)
+
+
+def report(name: str, count: int, tally: Tally, args: argparse.Namespace) -> None:
+    """Both tables for one row, printed as soon as it is measured."""
+    print(f"\n{name}, target radius: mean noise samples per image (certified accuracy at r)\n")
     print("| model | images | r | fixed n | CP looks | Horvath 3-stage | betting CS "
           "| Wald bound + n0 | betting / Wald | same, on the images fixed n certifies (count) "
           "| betting fewest |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, count, tally in measured:
-        print("\n".join(target_rows(name, count, tally, args.radii)))
-    print(f"\nAdaptive mode (tolerance {args.tolerance}): samples per image and certified "
-          "accuracy at r\n")
+    print("\n".join(target_rows(name, count, tally, args.radii)))
+    print(f"\n{name}, adaptive mode (tolerance {args.tolerance}): samples per image and "
+          "certified accuracy at r\n")
     print("| model | images | run | samples/image | fewer than fixed | "
           + " | ".join(f"r = {r:.2f}" for r in CURVE_RADII) + " | max diff (points) |")
     print("|---|---|---|---|---|" + "---|" * len(CURVE_RADII) + "---|")
-    for name, count, tally in measured:
-        print("\n".join(adaptive_rows(name, count, tally)))
+    print("\n".join(adaptive_rows(name, count, tally)))
 
 
 if __name__ == "__main__":
