@@ -1,35 +1,104 @@
-"""Samples needed by target-radius certification against fixed-n certification, side by side.
+"""Samples that sequential certification needs, against fixed n, Horvath et al. and Wald's limit.
 
-For every image, certifies once at fixed n (Cohen et al. 2019) and once per target radius r with
-the sequential mode (``certify(..., radius=r)``, same n as budget, same alpha), each image's noise
-seeded by (seed, idx) as in the ``certify`` command, and prints mean noise samples per image
-(selection n0 included) and certified accuracy at r for both.
+On the same images, with each image's noise seeded by (seed, idx) as in the ``certify`` command
+(so every rule sees the same noise draws), it certifies:
 
-Two models: the shipped digits sigma=0.25 model on its whole test split, and a CIFAR-shaped
-ResNet-18 trained briefly with Gaussian noise augmentation on a synthetic 10-class CIFAR-sized
-data set (grey plus a faint smooth template per class, plus pixel noise; the fainter the
-templates, the closer the classes and the smaller the radii), which needs a GPU at n = 100,000.
+- fixed n (Cohen et al. 2019): n0 selection samples, then n = 100,000;
+- per target radius r (``certify(..., radius=r)``, budget n, same alpha), with the Clopper-Pearson
+  looks (``rule="clopper-pearson"``) and the betting confidence sequence (``rule="betting"``);
+- per r, the three-stage schedule of Horvath et al. ("Boosting Randomized Smoothing with Variance
+  Reduced Classifiers", ICLR 2022, adaptive sampling; their code's defaults): stages of 1,000,
+  10,000 and 125,000 fresh samples (at n = 100,000; scaled with n), each after its own n0
+  selection samples; stage i certifies if
+  its one-sided Clopper-Pearson bound at alpha / 3 reaches Phi(r / sigma) (the union bound over
+  the three stages spends alpha), and stages 1 and 2 give up if the upper bound at
+  beta / 2 = 0.00005 stays below it;
+- and the limit: Wald's approximate lower bound on the expected samples of any sequential test
+  at level alpha, log(1 / alpha) / KL(pA || Phi(r / sigma)) (Bernoulli KL), with pA the fixed-n
+  run's vote share of its candidate, capped at n.
+
+It prints the mean noise samples per image (the n0 selection samples included: the Wald column
+adds n0 to its bound, since every rule draws them before testing), the certified accuracy at r,
+and the ratio of the betting rule's estimation samples to Wald's bound, over all images and over
+those the fixed-n run certifies at r (where the bound limits every level-alpha test that certifies
+them). Then the adaptive mode (``certify(..., adaptive=True, tolerance=...)``) of both rules, with
+and without ``curve_radii`` = the curve's radii, against the fixed-n run: samples per image and
+the whole certified accuracy curve.
+
+Rows: linear ground-truth models (pA = Phi(d / sigma) exactly: images at distance d from the
+hyperplane, pA evenly spread over [0.79, 0.99]), the shipped digits model, CIFAR-shaped ResNet-18s
+trained briefly with noise on a synthetic 10-class data set (grey plus a faint smooth template
+per class plus pixel noise; the fainter the templates, the smaller the radii; they need a GPU at
+n = 100,000), and any checkpoint on any data set (``--model``, ``--dataset``). With
+``--simulate`` only the fixed-n run uses the model; every other rule counts votes drawn from the
+fixed-n run's vote share by :class:`VoteShares` from the same seeded noise (cheap on a CPU).
 
 Usage:
-    python benchmarks/adaptive.py                                   # digits only (CPU: ~40 min)
-    python benchmarks/adaptive.py --device cuda --cifar-images 30 --cifar-fast  # both, on a GPU
+    python benchmarks/adaptive.py --linear-images 200 --digits-skip 0          # CPU: ~1 min
+    python benchmarks/adaptive.py --linear-images 0 --digits-skip 12 --simulate  # CPU: ~8 min
+    python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 200 --digits-skip 1
+    python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 0 --digits-skip 0 \
+        --cifar-images 50 --cifar-contrasts 0.05 --cifar-fast                      # GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from scipy.stats import norm
 
-from certify import certify
+from certify import ABSTAIN, certify, sample_counts
 from certify.cli.loading import image_generator
 from certify.fast import FastOptions, accelerate
+from certify.guarantee import clopper_pearson_lower, clopper_pearson_upper
 from encoders import load_classifier
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset
 
 N0 = 100
+HORVATH_STAGES = (1_000, 10_000, 125_000)
+HORVATH_BETA = 0.0001
+"""Horvath et al.'s default error for giving up early (their ``--beta``)."""
+CURVE_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+TARGET_RULES = ("clopper-pearson", "horvath", "betting")
+ADAPTIVE_RUNS = (("clopper-pearson", ()), ("betting", ()), ("clopper-pearson", CURVE_RADII),
+                 ("betting", CURVE_RADII))
+
+
+def adaptive_name(rule: str, curve_radii: tuple[float, ...]) -> str:
+    return f"adaptive {rule}" + (" + curve radii" if curve_radii else "")
+
+
+class LinearGroundTruth(torch.nn.Module):
+    """f(x) = 1 if <w, x> > 0 else 0 with |w| = 1, as logits (0, <w, x>): under noise
+    N(0, sigma^2 I) every vote is Bernoulli(Phi(<w, x> / sigma)), so pA is known exactly."""
+
+    def __init__(self, shape: tuple[int, ...] = (1, 4, 4)) -> None:
+        super().__init__()
+        weight = torch.linspace(-1.0, 1.0, math.prod(shape)) + 0.3
+        self.register_buffer("weight", weight / weight.norm())
+        self.shape = shape
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        margin = batch.flatten(1) @ self.weight  # (B,)
+        return torch.stack([torch.zeros_like(margin), margin], dim=1)  # (B, 2)
+
+    def image_at(self, distance: float) -> torch.Tensor:
+        return (distance * self.weight).view(self.shape)  # (1, 4, 4)
+
+
+def linear_images(count: int, sigma: float) -> tuple[LinearGroundTruth, list]:
+    """The linear model and ``count`` images (x, label 1) with pA evenly spread over
+    [0.79, 0.99]: the midpoints of ``count`` equal slices."""
+    model = LinearGroundTruth()
+    shares = 0.79 + 0.2 * (np.arange(count) + 0.5) / count
+    return model, [(model.image_at(sigma * float(norm.ppf(p))), 1) for p in shares]
 
 
 def synthetic_cifar(count: int, seed: int, contrast: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,34 +133,146 @@ def train_briefly(device: torch.device, sigma: float, steps: int,
     return model.eval()
 
 
-def compare(name: str, model: torch.nn.Module, images: list[tuple[torch.Tensor, int]],
-            args: argparse.Namespace, device: torch.device) -> list[str]:
-    fixed_correct = {r: 0 for r in args.radii}
-    target_correct = {r: 0 for r in args.radii}
-    target_samples = {r: 0 for r in args.radii}
-    fixed_samples = 0
+def horvath_three_stage(model: torch.nn.Module, x: torch.Tensor, sigma: float, radius: float,
+                        alpha: float, n: int, batch: int,
+                        generator: torch.Generator) -> tuple[int, int]:
+    """(label or ABSTAIN, noise samples drawn) of Horvath et al.'s adaptive sampling at r; their
+    stages are for n = 100,000 and scale with n (for quick runs at a small n)."""
+    threshold = norm.cdf(radius / sigma)
+    samples = 0
+    stages = [max(1, round(size * n / 100_000)) for size in HORVATH_STAGES]
+    for stage, size in enumerate(stages):
+        selection = sample_counts(model, x, sigma, N0, batch, generator)
+        candidate = int(selection.argmax())
+        votes = sample_counts(model, x, sigma, size, batch, generator, len(selection))
+        count = int(votes[candidate])
+        samples += N0 + size
+        if clopper_pearson_lower(count, size, alpha / len(HORVATH_STAGES)) >= threshold:
+            return candidate, samples
+        last = stage == len(HORVATH_STAGES) - 1
+        if not last and clopper_pearson_upper(
+                count, size, HORVATH_BETA / (len(HORVATH_STAGES) - 1)) < threshold:
+            break
+    return ABSTAIN, samples
+
+
+def bernoulli_kl(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats, for q in (0, 1)."""
+    return sum(a * math.log(a / b) for a, b in ((p, q), (1 - p, 1 - q)) if a > 0)
+
+
+def wald_bound(pA: float, threshold: float, alpha: float, n: int) -> float:
+    """log(1 / alpha) / KL(pA || threshold), capped at the budget n."""
+    divergence = bernoulli_kl(pA, threshold)
+    return float(n) if divergence == 0 else min(float(n), math.log(1 / alpha) / divergence)
+
+
+@dataclass
+class Tally:
+    """Sums over a row's images per (rule, radius): noise samples, certified images, images."""
+
+    samples: dict = field(default_factory=dict)
+    certified: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
+
+    def add(self, key: tuple, samples: float, certified: bool) -> None:
+        self.samples[key] = self.samples.get(key, 0.0) + samples
+        self.certified[key] = self.certified.get(key, 0) + int(certified)
+        self.images[key] = self.images.get(key, 0) + 1
+
+
+class VoteShares(torch.nn.Module):
+    """Stands in for a model at one image x whose candidate class has vote share pA: it votes
+    ``candidate`` when the noise's first coordinate is below PhiInv(pA) and ``other`` otherwise,
+    so its votes are i.i.d. with P(candidate) = pA and follow the same seeded noise draws."""
+
+    def __init__(self, x: torch.Tensor, sigma: float, pA: float, candidate: int,
+                 other: int) -> None:
+        super().__init__()
+        self.register_buffer("corner", x.flatten()[0].clone())
+        self.sigma, self.cut = sigma, float(norm.ppf(pA))
+        self.candidate, self.other = candidate, other
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        noise = (batch.flatten(1)[:, 0] - self.corner) / self.sigma  # (B,) standard normal
+        votes = torch.where(noise < self.cut, self.candidate, self.other)  # (B,)
+        return torch.nn.functional.one_hot(votes, max(self.candidate, self.other) + 1).float()
+
+
+def stand_in(fixed, x: torch.Tensor, label: int, sigma: float) -> VoteShares:
+    """The fixed-n run's candidate with its vote share, every other vote to a wrong class (an
+    abstaining run's candidate is taken to be wrong)."""
+    candidate = fixed.label if fixed.label != ABSTAIN else (label + 1) % 10
+    other = min({0, 1, 2} - {candidate, label})
+    return VoteShares(x, sigma, fixed.count / fixed.samples, candidate, other)
+
+
+def measure(model: torch.nn.Module, images: list, args: argparse.Namespace,
+            device: torch.device) -> tuple[Tally, float]:
+    """Every rule on every image, each run from the image's own seeded generator."""
+    tally = Tally()
     start = time.perf_counter()
     for idx, (x, label) in enumerate(images):
-        cert = certify(model, x, args.sigma, N0, args.n, args.alpha, args.batch,
-                       image_generator(args.seed, idx, device))
-        fixed_samples += N0 + cert.samples
+        fixed = certify(model, x, args.sigma, N0, args.n, args.alpha, args.batch,
+                        image_generator(args.seed, idx, device))
+        voter = stand_in(fixed, x, label, args.sigma).to(device) if args.simulate else model
+        pA = fixed.count / fixed.samples
+        for r in CURVE_RADII:
+            tally.add(("fixed", r), N0 + args.n, fixed.label == label and fixed.radius >= r)
         for r in args.radii:
-            fixed_correct[r] += cert.label == label and cert.radius >= r
-            quick = certify(model, x, args.sigma, N0, args.n, args.alpha, args.batch,
-                            image_generator(args.seed, idx, device), radius=r)
-            target_samples[r] += N0 + quick.samples
-            target_correct[r] += quick.label == label and quick.radius >= r
-    elapsed = time.perf_counter() - start
-    count = len(images)
+            wald = wald_bound(pA, float(norm.cdf(r / args.sigma)), args.alpha, args.n)
+            tally.add(("wald", r), N0 + wald, False)
+            predicted, samples = horvath_three_stage(voter, x, args.sigma, r, args.alpha, args.n,
+                                                     args.batch,
+                                                     image_generator(args.seed, idx, device))
+            tally.add(("horvath", r), samples, predicted == label)
+            for rule in ("clopper-pearson", "betting"):
+                cert = certify(voter, x, args.sigma, N0, args.n, args.alpha, args.batch,
+                               image_generator(args.seed, idx, device), radius=r, rule=rule)
+                tally.add((rule, r), N0 + cert.samples, cert.label == label and cert.radius >= r)
+            if fixed.label == label and fixed.radius >= r:  # where Wald's bound is a true limit
+                tally.add(("wald, certified", r), wald, False)
+                tally.add(("betting, certified", r), cert.samples, False)
+        for rule, curve_radii in ADAPTIVE_RUNS:
+            cert = certify(voter, x, args.sigma, N0, args.n, args.alpha, args.batch,
+                           image_generator(args.seed, idx, device), adaptive=True,
+                           tolerance=args.tolerance, rule=rule, curve_radii=curve_radii)
+            for r in CURVE_RADII:
+                tally.add((adaptive_name(rule, curve_radii), r), N0 + cert.samples,
+                          cert.label == label and cert.radius >= r)
+    return tally, time.perf_counter() - start
+
+
+def target_rows(name: str, count: int, tally: Tally, radii: list[float]) -> list[str]:
     rows = []
-    for r in args.radii:
-        fixed_accuracy, target_accuracy = fixed_correct[r] / count, target_correct[r] / count
-        rows.append(
-            f"| {name} | {count} | {r:.2f} | {fixed_samples / count:,.0f} | {fixed_accuracy:.3f} "
-            f"| {target_samples[r] / count:,.0f} | {target_accuracy:.3f} "
-            f"| {fixed_samples / target_samples[r]:.1f}x "
-            f"| {100 * (target_accuracy - fixed_accuracy):+.1f} |")
-    rows.append(f"<!-- {name}: {elapsed:.0f} s on {device} -->")
+    for r in radii:
+        cells = []
+        for rule in ("fixed", *TARGET_RULES):
+            cells.append(f"{tally.samples[rule, r] / count:,.0f} "
+                         f"({tally.certified[rule, r] / count:.3f})")
+        wald = tally.samples["wald", r] / count
+        betting_vs_wald = (tally.samples["betting", r] / count - N0) / (wald - N0)
+        certified = tally.samples.get(("wald, certified", r))
+        certified_ratio = (f"{tally.samples['betting, certified', r] / certified:.2f}x "
+                           f"({tally.images['wald, certified', r]})" if certified else "-")
+        fewest = min(tally.samples[rule, r] for rule in ("fixed", *TARGET_RULES)
+                     ) == tally.samples["betting", r]
+        rows.append(f"| {name} | {count} | {r:.2f} | " + " | ".join(cells)
+                    + f" | {wald:,.0f} | {betting_vs_wald:.2f}x | {certified_ratio} "
+                    f"| {'yes' if fewest else 'no'} |")
+    return rows
+
+
+def adaptive_rows(name: str, count: int, tally: Tally) -> list[str]:
+    rows = []
+    fixed_samples = tally.samples["fixed", 0.0]
+    for run in ("fixed", *(adaptive_name(*adaptive) for adaptive in ADAPTIVE_RUNS)):
+        curve = [tally.certified[run, r] / count for r in CURVE_RADII]
+        gap = max(abs(tally.certified[run, r] - tally.certified["fixed", r]) / count
+                  for r in CURVE_RADII)
+        rows.append(f"| {name} | {count} | {run} | {tally.samples[run, 0.0] / count:,.0f} | "
+                    f"{fixed_samples / tally.samples[run, 0.0]:.1f}x | "
+                    + " | ".join(f"{value:.3f}" for value in curve) + f" | {100 * gap:.1f} |")
     return rows
 
 
@@ -103,33 +284,81 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--radii", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--digits-images", type=int, default=360, help="0 skips digits")
+    parser.add_argument("--linear-images", type=int, default=100, help="0 skips the linear row")
+    parser.add_argument("--digits-skip", type=int, default=6,
+                        help="every k-th digits test image (0 skips digits)")
+    parser.add_argument("--digits-start", type=int, default=0, help="first digits test image")
+    parser.add_argument("--simulate", action="store_true",
+                        help="run only fixed n on the models; every other rule counts votes "
+                             "drawn with the fixed-n run's vote share from the same seeded noise "
+                             "(VoteShares: cheap on a CPU; the rules see the same statistics)")
     parser.add_argument("--cifar-images", type=int, default=0, help="0 skips the ResNet-18")
     parser.add_argument("--cifar-train-steps", type=int, default=300)
     parser.add_argument("--cifar-contrasts", type=float, nargs="+", default=[0.05],
                         help="template amplitudes of the synthetic classes, one model each")
     parser.add_argument("--cifar-fast", action="store_true",
-                        help="run the ResNet-18 with channels_last and bfloat16 (both modes)")
+                        help="run the ResNet-18s with channels_last and bfloat16 (all rules)")
+    parser.add_argument("--model", help="a checkpoint to add as a row (with --dataset)")
+    parser.add_argument("--dataset", help="its data set, e.g. cifar10 (test split)")
+    parser.add_argument("--data-root", help="folder of --dataset")
+    parser.add_argument("--skip", type=int, default=20, help="every k-th image of --dataset")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"n0={N0}, n={args.n}, alpha={args.alpha}, sigma={args.sigma}, device {device}")
-    print("| model | images | r | fixed n: samples/image | fixed n: cert. acc. at r "
-          "| target r: samples/image | target r: cert. acc. at r | fewer samples | diff (pp) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    if args.digits_images:
-        model = load_classifier(f"digits-sigma{args.sigma:.2f}").to(device)
+
+    rows: list[tuple[str, list, torch.nn.Module]] = []
+    if args.linear_images:
+        model, images = linear_images(args.linear_images, args.sigma)
+        rows.append(("linear, pA in [0.79, 0.99]", images, model.to(device)))
+    if args.digits_skip:
         test = load_dataset("digits", "test")
-        images = [(test[i][0], int(test[i][1])) for i in range(min(args.digits_images, len(test)))]
-        print("\n".join(compare("digits small CNN", model, images, args, device)), flush=True)
+        chosen = range(args.digits_start, len(test), args.digits_skip)
+        images = [(test[i][0], int(test[i][1])) for i in chosen]
+        rows.append(("digits small CNN", images,
+                     load_classifier(f"digits-sigma{args.sigma:.2f}").to(device)))
     for contrast in args.cifar_contrasts if args.cifar_images else []:
         model = train_briefly(device, args.sigma, args.cifar_train_steps, contrast)
         if args.cifar_fast:
             model = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
         pixels, labels = synthetic_cifar(args.cifar_images, seed=2, contrast=contrast)
         images = [(pixels[i], int(labels[i])) for i in range(args.cifar_images)]
-        name = f"CIFAR-shaped ResNet-18, contrast {contrast:g}"
-        print("\n".join(compare(name, model, images, args, device)), flush=True)
+        rows.append((f"CIFAR-shaped ResNet-18, contrast {contrast:g}", images, model))
+    if args.model:
+        test = load_dataset(args.dataset, "test", args.data_root)
+        images = [(test[i][0], int(test[i][1])) for i in range(0, len(test), args.skip)]
+        model = load_classifier(args.model).to(device)
+        if args.cifar_fast:
+            model = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
+        rows.append((f"{args.model} on {args.dataset}", images, model))
+
+    print(f"n0={N0}, n={args.n}, alpha={args.alpha}, sigma={args.sigma}, "
+          f"tolerance={args.tolerance}, device {device}"
+          + (", votes of all but fixed n simulated" if args.simulate else ""), flush=True)
+    for name, images, model in rows:
+        tally, seconds = measure(model, images, args, device)
+        report(name, len(images), tally, args)
+        sums = {part: {str(key): value for key, value in table.items()}
+                for part, table in vars(tally).items()}  # to pool runs over other images
+        print(f"<!-- {name}: {len(images)} images, {seconds:.0f} s on {device}; sums "
+              f"{json.dumps(sums)} -->", flush=True)
+
+
+def report(name: str, count: int, tally: Tally, args: argparse.Namespace) -> None:
+    """Both tables for one row, printed as soon as it is measured."""
+    print(f"\n{name}, target radius: mean noise samples per image (certified accuracy at r)\n")
+    print("| model | images | r | fixed n | CP looks | Horvath 3-stage | betting CS "
+          "| Wald bound + n0 | betting / Wald | same, on the images fixed n certifies (count) "
+          "| betting fewest |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(target_rows(name, count, tally, args.radii)))
+    print(f"\n{name}, adaptive mode (tolerance {args.tolerance}): samples per image and "
+          "certified accuracy at r\n")
+    print("| model | images | run | samples/image | fewer than fixed | "
+          + " | ".join(f"r = {r:.2f}" for r in CURVE_RADII) + " | max diff (points) |")
+    print("|---|---|---|---|---|" + "---|" * len(CURVE_RADII) + "---|")
+    print("\n".join(adaptive_rows(name, count, tally)))
+
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,6 @@ step certify_overhead 80 "$python" benchmarks/certify_overhead.py --device cuda 
   --resnet-samples 20000 --resnet-batches 1000 4000 10000
 step fast_inference 100 "$python" benchmarks/fast_inference.py --device cuda --batch 4096 --rounds 3 \
   --agreement-images 200
-step adaptive 100 "$python" benchmarks/adaptive.py --device cuda --batch 20000 --digits-images 360 \
-  --cifar-images 30 --cifar-fast
+step adaptive 100 "$python" benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 100 \
+  --digits-skip 6 --cifar-images 8 --cifar-fast
 step simclr_epoch 60 "$python" benchmarks/pretrain_throughput.py --device cuda --cpu-steps 2

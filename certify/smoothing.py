@@ -92,6 +92,8 @@ def certify(
     radius: float | None = None,
     adaptive: bool = False,
     tolerance: float = 0.05,
+    rule: str | None = None,
+    curve_radii: tuple[float, ...] = (),
 ) -> Certificate:
     """Certify the smoothed classifier g at x in L2 (Cohen et al. 2019, CERTIFY).
 
@@ -116,6 +118,10 @@ def certify(
         adaptive: stop once the radius could grow by at most ``tolerance`` within the budget n
             (:mod:`certify.sequential`); both keep the guarantee below.
         tolerance: the adaptive rule's L2 tolerance, > 0.
+        rule: the sequential modes' stopping rule, ``"betting"`` or ``"clopper-pearson"``
+            (None: the default of :mod:`certify.sequential`); unused at a fixed n.
+        curve_radii: radii whose certification the adaptive mode settles exactly, as the target
+            mode would (:mod:`certify.sequential`).
 
     Returns:
         A :class:`Certificate` (label, radius, pA_lower, count, samples); label is ``ABSTAIN``
@@ -131,7 +137,8 @@ def certify(
     """
     if radius is not None or adaptive:
         return certify_sequential(model, x, sigma, n0, n, alpha, batch_size, generator,
-                                  radius=radius, tolerance=tolerance, num_classes=num_classes)
+                                  radius=radius, tolerance=tolerance, num_classes=num_classes,
+                                  rule=rule, curve_radii=curve_radii)
     check_alpha(alpha)
     check_count("n0", n0)
     check_count("n", n)
