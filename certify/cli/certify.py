@@ -60,6 +60,7 @@ from certify.results import (
     settings_path,
 )
 from certify.sampling import model_device
+from certify.sequential import RULES
 from certify.smoothing import certify, predict
 
 CERTIFY_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "pA_lower", "count", "samples")
@@ -104,6 +105,10 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
                           help="stop once the radius can grow by at most --tolerance")
         sequential.add_argument("--tolerance", type=positive_float, default=0.05,
                                 help="L2 tolerance of --adaptive (default 0.05)")
+        sequential.add_argument("--rule", choices=RULES, default=RULES[0],
+                                help="stopping rule of --radius and --adaptive: the betting "
+                                     "confidence sequence or Clopper-Pearson bounds at "
+                                     f"doubling looks (default {RULES[0]})")
         parser.add_argument("--plot", action="store_true",
                             help="also draw the certified-accuracy curve next to the results file")
     return parser
@@ -120,7 +125,8 @@ def certify_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tenso
                 idx: int, generator: torch.Generator) -> list[Any]:
     start = time.perf_counter()
     cert = certify(model, x, args.sigma, args.n0, args.n, args.alpha, args.batch, generator,
-                   radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance)
+                   radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance,
+                   rule=args.rule)
     elapsed = time.perf_counter() - start
     return [idx, label, cert.label, f"{cert.radius:.6f}", int(cert.label == label),
             f"{elapsed:.4f}", f"{cert.pA_lower:.8f}", cert.count, cert.samples]
@@ -157,7 +163,8 @@ def run(args: argparse.Namespace, kind: str) -> int:
     if args.resize is not None or args.crop is not None:
         settings.update(resize=args.resize, crop=args.crop)
     if kind == "certify" and (args.radius is not None or args.adaptive):
-        settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance)
+        settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance,
+                        rule=args.rule)
     path = out
     if num_shards > 1:
         settings["shard"] = [shard, num_shards]

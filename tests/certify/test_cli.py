@@ -264,3 +264,17 @@ def test_a_model_that_does_not_name_its_data_set_needs_dataset(tmp_path, capsys)
                  "--out", str(tmp_path / "r.tsv")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--dataset" in error[0] and "model.ts" in error[0]
+
+
+def test_rule_flag_chooses_the_sequential_rule_and_is_recorded(checkpoint, tmp_path) -> None:
+    import json
+
+    from certify.results import settings_path
+
+    samples = {}
+    for rule in ("betting", "clopper-pearson"):
+        out = tmp_path / f"{rule}.tsv"
+        assert main(arguments(checkpoint, out, "--radius", "0.1", "--rule", rule)) == 0
+        assert json.loads(settings_path(out).read_text())["rule"] == rule
+        samples[rule] = [int(n) for n in read_results(out).extra["samples"]]
+    assert all(1 <= n <= 300 for counts in samples.values() for n in counts)
