@@ -27,8 +27,10 @@ def table_output(notebook_cells: list) -> str:
     cell = next(cell for cell in notebook_cells
                 if cell["cell_type"] == "code" and "certified_accuracy_table" in "".join(
                     cell["source"]) and "print(" in "".join(cell["source"]))
-    return "".join(output.get("text", "") for output in cell["outputs"]
-                   if output["output_type"] == "stream")
+    texts = [output.get("text", "") for output in cell["outputs"]
+             if output["output_type"] == "stream"]
+    # Committed JSON stores a stream's text as a list of lines, nbformat's nodes as one string.
+    return "".join("".join(text) if isinstance(text, list) else text for text in texts)
 
 
 @pytest.mark.slow
