@@ -1,9 +1,9 @@
 """The attack-strength ladder: did we attack the smoothed classifier hard enough?
 
 For one checkpoint and data set it attacks the smoothed classifier at one L-inf (or L2) radius
-with every combination of noise draws per step m, steps and restarts: EOT-PGD (SmoothAdv's
-objective, ``certify.attacks.EOTPGD``) for m > 1, and for m = 1, where that objective is the
-cross-entropy at one noise draw, naive PGD (``NaiveSmoothedPGD``, as RUSH evaluated its
+with every combination of noise draws per step m, steps and restarts: EOT-PGD
+(``certify.attacks.EOTPGD``, --objective) for m > 1, and for m = 1, where either objective is
+the cross-entropy at one noise draw, naive PGD (``NaiveSmoothedPGD``, as RUSH evaluated its
 defence). After each attack the smoothed classifier's ``predict`` (Cohen et al. 2019) labels
 the attacked image, abstaining counted as wrong; robust accuracy is the fraction of images
 still labelled correctly, with its exact 95% Clopper-Pearson interval.
@@ -47,6 +47,7 @@ import torch
 from certify import predict
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.attacks.smoothed import OBJECTIVES
 from certify.cli_support import UserError, image_generator, resolve_device, selected_indices
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile, write_atomically
 from encoders import load_classifier
@@ -91,7 +92,7 @@ def attack_rung(eot_samples: int, steps: int, restarts: int) -> Rung:
 def ladder(eot_samples: list[int], steps: list[int], restarts: list[int]) -> list[Rung]:
     """Clean, then every (m, steps, restarts) by cost; m = 1 always, as naive PGD.
 
-    With one draw, EOT's objective -log p_y(x + e) is the naive attack's cross-entropy, so the
+    With one draw, either EOT objective is -log p_y(x + e), the naive attack's loss, so the
     m = 1 rungs run :class:`NaiveSmoothedPGD` (RUSH's evaluation) and are labelled "naive".
     """
     draws = sorted({1, *eot_samples})
@@ -104,7 +105,7 @@ def build_attack(rung: Rung, model: torch.nn.Module, args: argparse.Namespace) -
     config = PGDConfig(norm=args.norm, eps=args.eps, steps=rung.steps, restarts=rung.restarts)
     if rung.attack == "naive":
         return NaiveSmoothedPGD(model, args.sigma, config)
-    return EOTPGD(model, args.sigma, rung.eot_samples, config)
+    return EOTPGD(model, args.sigma, rung.eot_samples, config, args.objective)
 
 
 def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
@@ -112,6 +113,7 @@ def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
     """Attack and predict every selected image not yet in the rung's file; (correct, images)."""
     settings = {"model": args.model, "dataset": args.dataset, "split": "test",
                 "sigma": args.sigma, "norm": args.norm, "eps": args.eps, "attack": rung.attack,
+                "objective": args.objective if rung.attack == "eot" else None,
                 "eot_samples": rung.eot_samples, "steps": rung.steps, "restarts": rung.restarts,
                 "n": args.n, "alpha": args.alpha, "batch": args.batch,
                 "attack_batch": args.attack_batch, "skip": args.skip, "max": args.max,
@@ -230,6 +232,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--norm", choices=NORMS, default="linf")
     parser.add_argument("--eps", type=epsilon, default=8 / 255, help="radius (8/255)")
     parser.add_argument("--eot-samples", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--objective", choices=OBJECTIVES, default="expectation",
+                        help="EOT's loss: mean cross-entropy (default) or SmoothAdv's; the rung "
+                        "files record it, so the other one needs another --out-dir")
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--restarts", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--n", type=int, default=1000, help="predict samples (1000)")
