@@ -37,7 +37,7 @@ class NaiveSmoothedPGD(PGD):
     Arguments (defaults): ``model`` the base classifier f; ``sigma`` the smoothing noise level
     (> 0, no default); ``config`` a :class:`PGDConfig` (norm="linf", eps=8/255, steps=20,
     step_size=2.5*eps/steps, restarts=1, random_start=True). With restarts > 1 each image keeps
-    the run whose final single-draw loss is highest.
+    the run whose final single-draw loss is highest, the same draw scoring every run.
 
     Shapes: images (B, C, H, W) in [0, 1], labels (B,) int64; returns (B, C, H, W) inside the
     eps-ball and the box.
@@ -91,7 +91,8 @@ class EOTPGD(PGD):
     (> 0, no default); ``eot_samples`` m >= 1 (32); ``config`` a :class:`PGDConfig`
     (norm="linf", eps=8/255, steps=20, step_size=2.5*eps/steps, restarts=1, random_start=True);
     ``objective`` one of :data:`OBJECTIVES` ("expectation"). One step runs the model on B * m
-    images at once. With restarts > 1 each image keeps the run whose final loss is highest.
+    images at once. With restarts > 1 each image keeps the run whose final loss, over the same m
+    draws for every run, is highest.
 
     Shapes: images (B, C, H, W) in [0, 1], labels (B,) int64; returns (B, C, H, W) inside the
     eps-ball and the box.

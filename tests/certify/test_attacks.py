@@ -143,6 +143,34 @@ def test_restarts_keep_the_highest_loss(tiny_cnn) -> None:
     assert (loss_several > loss_single + 1e-4).any()
 
 
+class RecordingNaivePGD(NaiveSmoothedPGD):
+    """The naive attack, keeping the noise of every loss evaluated outside a gradient step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scoring_noise: list[torch.Tensor] = []
+
+    def loss(self, inputs, labels, generator):
+        noise = torch.randn(inputs.shape, generator=generator)  # (B, C, H, W)
+        if not torch.is_grad_enabled():
+            self.scoring_noise.append(noise)
+        return torch.nn.functional.cross_entropy(
+            self.model(inputs + self.sigma * noise), labels, reduction="none"
+        )
+
+
+def test_restarts_of_a_stochastic_attack_are_scored_under_the_same_noise(tiny_cnn) -> None:
+    # Fresh draws per restart would pick the run whose draws happened to be harder, not the
+    # stronger run; every run's final loss must see the same draws.
+    images, labels = torch.rand(5, 1, 8, 8, generator=seeded(12)), torch.arange(5)
+    config = PGDConfig(norm="l2", eps=0.5, steps=2, restarts=3)
+    attack = RecordingNaivePGD(tiny_cnn, SIGMA, config)
+    attack(images, labels, seeded(13))
+    assert len(attack.scoring_noise) == 3
+    for noise in attack.scoring_noise[1:]:
+        torch.testing.assert_close(noise, attack.scoring_noise[0], atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("objective", [None, "expectation", "smoothed"])
 def test_eot_loss_matches_a_loop_over_the_noise_draws(tiny_cnn, objective: str | None) -> None:
     # Reference written from the two objectives, EOT's (1/m) sum_j -log softmax(f(x_i + e_ij))_y_i
