@@ -16,9 +16,10 @@ says "not converged".
 Each rung writes its own results file in --out-dir (Cohen et al.'s predict columns: idx, label,
 predict, correct, time), row by row; a rerun resumes every rung where it stopped, so a long
 ladder can be built over several runs. Images are attacked --attack-batch at a time, each group
-with noise seeded by (--seed, its first idx), so a resumed rung writes the rows an uninterrupted
-one would. ``ladder.tsv`` (one row per rung) and ``ladder.png`` are rewritten from the results
-files at the end.
+with noise seeded by (--seed, its first idx), and predict's noise for an image is seeded by
+(--seed, idx) alone: a resumed rung writes the rows an uninterrupted one would, and every rung
+starts from the same random points and is judged on the same noise. ``ladder.tsv`` (one row
+per rung) and ``ladder.png`` are rewritten from the results files at the end.
 
 Cost: a rung spends m * steps * restarts forward-backward passes per image (the strongest
 default rung 64,000), and the whole default grid 121,680 per image.
@@ -42,6 +43,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import torch
 
 from certify import predict
@@ -101,6 +103,12 @@ def ladder(eot_samples: list[int], steps: list[int], restarts: list[int]) -> lis
     return [Rung("clean"), *sorted(rungs, key=lambda rung: rung.cost)]
 
 
+def predict_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
+    """Predict's noise at image idx: the same at every rung, and apart from the attack's."""
+    state = np.random.SeedSequence([seed, idx, 1]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
 def build_attack(rung: Rung, model: torch.nn.Module, args: argparse.Namespace) -> PGD:
     config = PGDConfig(norm=args.norm, eps=args.eps, steps=rung.steps, restarts=rung.restarts)
     if rung.attack == "naive":
@@ -134,7 +142,7 @@ def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
             for idx, image, label in zip(chunk, images, labels.tolist()):
                 began = time.perf_counter()
                 label_predicted = predict(model, image, args.sigma, args.n, args.alpha,
-                                          args.batch, generator)
+                                          args.batch, predict_generator(args.seed, idx, device))
                 if idx not in results.done:
                     results.append((idx, label, label_predicted, int(label_predicted == label),
                                     f"{shared + time.perf_counter() - began:.4f}"))
