@@ -1,9 +1,9 @@
 """The attack-strength ladder: did we attack the smoothed classifier hard enough?
 
 For one checkpoint and data set it attacks the smoothed classifier at one L-inf (or L2) radius
-with every combination of noise draws per step m, steps and restarts: EOT-PGD (SmoothAdv's
-objective, ``certify.attacks.EOTPGD``) for m > 1, and for m = 1, where that objective is the
-cross-entropy at one noise draw, naive PGD (``NaiveSmoothedPGD``, as RUSH evaluated its
+with every combination of noise draws per step m, steps and restarts: EOT-PGD
+(``certify.attacks.EOTPGD``, --objective) for m > 1, and for m = 1, where either objective is
+the cross-entropy at one noise draw, naive PGD (``NaiveSmoothedPGD``, as RUSH evaluated its
 defence). After each attack the smoothed classifier's ``predict`` (Cohen et al. 2019) labels
 the attacked image, abstaining counted as wrong; robust accuracy is the fraction of images
 still labelled correctly, with its exact 95% Clopper-Pearson interval.
@@ -16,9 +16,10 @@ says "not converged".
 Each rung writes its own results file in --out-dir (Cohen et al.'s predict columns: idx, label,
 predict, correct, time), row by row; a rerun resumes every rung where it stopped, so a long
 ladder can be built over several runs. Images are attacked --attack-batch at a time, each group
-with noise seeded by (--seed, its first idx), so a resumed rung writes the rows an uninterrupted
-one would. ``ladder.tsv`` (one row per rung) and ``ladder.png`` are rewritten from the results
-files at the end.
+with noise seeded by (--seed, its first idx), and predict's noise for an image is seeded by
+(--seed, idx) alone: a resumed rung writes the rows an uninterrupted one would, and every rung
+starts from the same random points and is judged on the same noise. ``ladder.tsv`` (one row
+per rung) and ``ladder.png`` are rewritten from the results files at the end.
 
 Cost: a rung spends m * steps * restarts forward-backward passes per image (the strongest
 default rung 64,000), and the whole default grid 121,680 per image.
@@ -41,11 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import torch
 
 from certify import predict
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.attacks.smoothed import OBJECTIVES
 from certify.cli.common import UserError, epsilon
 from certify.cli.loading import image_generator, selected_indices
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile, write_atomically
@@ -92,7 +95,7 @@ def attack_rung(eot_samples: int, steps: int, restarts: int) -> Rung:
 def ladder(eot_samples: list[int], steps: list[int], restarts: list[int]) -> list[Rung]:
     """Clean, then every (m, steps, restarts) by cost; m = 1 always, as naive PGD.
 
-    With one draw, EOT's objective -log p_y(x + e) is the naive attack's cross-entropy, so the
+    With one draw, either EOT objective is -log p_y(x + e), the naive attack's loss, so the
     m = 1 rungs run :class:`NaiveSmoothedPGD` (RUSH's evaluation) and are labelled "naive".
     """
     draws = sorted({1, *eot_samples})
@@ -101,11 +104,17 @@ def ladder(eot_samples: list[int], steps: list[int], restarts: list[int]) -> lis
     return [Rung("clean"), *sorted(rungs, key=lambda rung: rung.cost)]
 
 
+def predict_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
+    """Predict's noise at image idx: the same at every rung, and apart from the attack's."""
+    state = np.random.SeedSequence([seed, idx, 1]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
 def build_attack(rung: Rung, model: torch.nn.Module, args: argparse.Namespace) -> PGD:
     config = PGDConfig(norm=args.norm, eps=args.eps, steps=rung.steps, restarts=rung.restarts)
     if rung.attack == "naive":
         return NaiveSmoothedPGD(model, args.sigma, config)
-    return EOTPGD(model, args.sigma, rung.eot_samples, config)
+    return EOTPGD(model, args.sigma, rung.eot_samples, config, args.objective)
 
 
 def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
@@ -113,6 +122,7 @@ def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
     """Attack and predict every selected image not yet in the rung's file; (correct, images)."""
     settings = {"model": args.model, "dataset": args.dataset, "split": "test",
                 "sigma": args.sigma, "norm": args.norm, "eps": args.eps, "attack": rung.attack,
+                "objective": args.objective if rung.attack == "eot" else None,
                 "eot_samples": rung.eot_samples, "steps": rung.steps, "restarts": rung.restarts,
                 "n": args.n, "alpha": args.alpha, "batch": args.batch,
                 "attack_batch": args.attack_batch, "skip": args.skip, "max": args.max,
@@ -133,7 +143,7 @@ def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
             for idx, image, label in zip(chunk, images, labels.tolist()):
                 began = time.perf_counter()
                 label_predicted = predict(model, image, args.sigma, args.n, args.alpha,
-                                          args.batch, generator)
+                                          args.batch, predict_generator(args.seed, idx, device))
                 if idx not in results.done:
                     results.append((idx, label, label_predicted, int(label_predicted == label),
                                     f"{shared + time.perf_counter() - began:.4f}"))
@@ -228,6 +238,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--norm", choices=NORMS, default="linf")
     parser.add_argument("--eps", type=epsilon, default=8 / 255, help="radius (8/255)")
     parser.add_argument("--eot-samples", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--objective", choices=OBJECTIVES, default="expectation",
+                        help="EOT's loss: mean cross-entropy (default) or SmoothAdv's; the rung "
+                        "files record it, so the other one needs another --out-dir")
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--restarts", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--n", type=int, default=1000, help="predict samples (1000)")

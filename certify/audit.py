@@ -2,7 +2,7 @@
 
 A certificate (label, R) from :func:`certify.certify` claims that the smoothed classifier g
 keeps ``label`` on the whole L2 ball of radius R (Cohen et al. 2019, Theorem 1). The audit
-attacks g inside that ball with L2 EOT-PGD (SmoothAdv, Salman et al. 2019) at eps just below R
+attacks g inside that ball with L2 EOT-PGD (Athalye et al. 2018) at eps just below R
 and asks :func:`certify.predict` for g's label at the attacked point. A definite answer other
 than ``label`` is a violation: either the certificate was wrong (probability <= alpha for a
 correct certifier) or predict was (probability <= alpha), so a correct certifier shows at most

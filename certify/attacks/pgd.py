@@ -33,7 +33,8 @@ class PGDConfig:
         step_size: length of one step in the norm's units; None means 2.5 * eps / steps (for
             each image's own eps when radii are given per image), which lets a run cross the
             ball more than once (Madry et al. 2018).
-        restarts: independent runs; each image keeps the run whose final loss is highest.
+        restarts: independent runs; each image keeps the run whose final loss is highest, the
+            losses of all runs taken under the same noise draws when the loss is stochastic.
         random_start: start each run at a random point of the ball (True; see
             :func:`certify.attacks.projection.random_start`) or at the clean image.
 
@@ -168,14 +169,22 @@ class PGD:
             radii = eps.to(device=device, dtype=clean.dtype)  # (B,)
         best_delta = torch.zeros_like(clean)
         best_loss = torch.full((clean.shape[0],), -math.inf, device=device)  # (B,)
+        selection_seed: int | None = None
         with torch.enable_grad():
             for _ in range(config.restarts):
                 delta = self._run(clean, labels, radii, generator)
                 if config.restarts == 1:
                     best_delta = delta
                     break
+                if selection_seed is None:  # drawn after the first run, which stays the single run
+                    selection_seed = int(
+                        torch.randint(2**62, (1,), generator=generator, device=device)
+                    )
+                # Every run is scored under the same noise draws (common random numbers), so a
+                # stochastic loss compares the runs rather than the draws.
+                selection = torch.Generator(device=device).manual_seed(selection_seed)
                 with torch.no_grad():
-                    final_loss = self.loss(clean + delta, labels, generator)  # (B,)
+                    final_loss = self.loss(clean + delta, labels, selection)  # (B,)
                 better = final_loss > best_loss  # (B,)
                 best_delta[better] = delta[better]
                 best_loss = torch.where(better, final_loss, best_loss)

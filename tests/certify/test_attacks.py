@@ -143,20 +143,65 @@ def test_restarts_keep_the_highest_loss(tiny_cnn) -> None:
     assert (loss_several > loss_single + 1e-4).any()
 
 
-def test_eot_loss_matches_a_loop_over_the_noise_draws(tiny_cnn) -> None:
-    # Reference written from SmoothAdv's objective: -log((1/m) sum_j softmax(f(x_i + e_ij))_y_i),
+class RecordingNaivePGD(NaiveSmoothedPGD):
+    """The naive attack, keeping the noise of every loss evaluated outside a gradient step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scoring_noise: list[torch.Tensor] = []
+
+    def loss(self, inputs, labels, generator):
+        noise = torch.randn(inputs.shape, generator=generator)  # (B, C, H, W)
+        if not torch.is_grad_enabled():
+            self.scoring_noise.append(noise)
+        return torch.nn.functional.cross_entropy(
+            self.model(inputs + self.sigma * noise), labels, reduction="none"
+        )
+
+
+def test_restarts_of_a_stochastic_attack_are_scored_under_the_same_noise(tiny_cnn) -> None:
+    # Fresh draws per restart would pick the run whose draws happened to be harder, not the
+    # stronger run; every run's final loss must see the same draws.
+    images, labels = torch.rand(5, 1, 8, 8, generator=seeded(12)), torch.arange(5)
+    config = PGDConfig(norm="l2", eps=0.5, steps=2, restarts=3)
+    attack = RecordingNaivePGD(tiny_cnn, SIGMA, config)
+    attack(images, labels, seeded(13))
+    assert len(attack.scoring_noise) == 3
+    for noise in attack.scoring_noise[1:]:
+        torch.testing.assert_close(noise, attack.scoring_noise[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("objective", [None, "expectation", "smoothed"])
+def test_eot_loss_matches_a_loop_over_the_noise_draws(tiny_cnn, objective: str | None) -> None:
+    # Reference written from the two objectives, EOT's (1/m) sum_j -log softmax(f(x_i + e_ij))_y_i
+    # (the default, None here) and SmoothAdv's -log((1/m) sum_j softmax(f(x_i + e_ij))_y_i),
     # with the draws e_ij taken image-major from the same generator stream.
     m, images, labels = 5, torch.rand(3, 1, 8, 8, generator=seeded(6)), torch.tensor([4, 0, 7])
-    loss = EOTPGD(tiny_cnn, SIGMA, eot_samples=m).loss(images, labels, seeded(7))
+    chosen_objective = {} if objective is None else {"objective": objective}
+    attack = EOTPGD(tiny_cnn, SIGMA, eot_samples=m, **chosen_objective)
+    loss = attack.loss(images, labels, seeded(7))
     noise = torch.randn((3 * m, 1, 8, 8), generator=seeded(7))
     reference = []
     with torch.no_grad():
         for i in range(3):
             draws = [images[i] + SIGMA * noise[i * m + j] for j in range(m)]  # each (1, 8, 8)
             softmaxes = [tiny_cnn(draw.unsqueeze(0)).softmax(1)[0] for draw in draws]
-            probability = sum(float(soft[labels[i]]) for soft in softmaxes) / m
-            reference.append(-math.log(probability))
+            chosen = [float(soft[labels[i]]) for soft in softmaxes]
+            if objective != "smoothed":
+                reference.append(sum(-math.log(p) for p in chosen) / m)
+            else:
+                reference.append(-math.log(sum(chosen) / m))
     torch.testing.assert_close(loss, torch.tensor(reference), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["expectation", "smoothed"])
+def test_eot_with_one_draw_is_the_naive_attack(tiny_cnn, objective: str) -> None:
+    # With m = 1 both objectives are the cross-entropy at one noise draw, drawn alike.
+    images, labels = torch.rand(4, 1, 8, 8, generator=seeded(10)), torch.tensor([1, 3, 5, 7])
+    config = PGDConfig(norm="l2", eps=0.5, steps=4)
+    eot = EOTPGD(tiny_cnn, SIGMA, eot_samples=1, config=config, objective=objective)
+    naive = NaiveSmoothedPGD(tiny_cnn, SIGMA, config)
+    torch.testing.assert_close(eot(images, labels, seeded(11)), naive(images, labels, seeded(11)))
 
 
 class WigglyLinear(torch.nn.Module):
@@ -191,11 +236,12 @@ class WigglyLinear(torch.nn.Module):
 def test_eot_beats_the_naive_attack_on_a_smoothed_model(centred_linear, norm: str) -> None:
     # Forty class-1 points at 0.6 eps from the hyperplane; robust accuracy is predict (n = 1000,
     # alpha = 0.001, abstain counts as wrong) at the attacked point. Measured with 400 points
-    # per norm (seed 0, 20 steps, m = 32): EOT moves 0.96 eps towards the hyperplane (L2; std
-    # 0.05 eps) and leaves 0/400 points correct under either norm (95% upper bound 0.0075); the
-    # naive attack moves 0.25 eps on average (L2; std 0.44 eps) and leaves 0.63 (L2) and 0.65
-    # (L-inf) correct. Bounds for 40 points: P(EOT correct >= 5 | p <= 0.0075) < 2e-5 and
-    # P(naive correct < 12 | p >= 0.55) < 5e-4, so the gap below is real, not a seed's luck.
+    # per norm (seed 0, 20 steps, m = 32): EOT, with either objective, moves 0.98 eps towards
+    # the hyperplane (L2; std 0.04 eps) and leaves 0/400 points correct under either norm (95%
+    # upper bound 0.0075); the naive attack moves 0.25 eps on average (L2; std 0.44 eps) and
+    # leaves 0.63 (L2) and 0.65 (L-inf) correct. Bounds for 40 points: P(EOT correct >= 5 |
+    # p <= 0.0075) < 2e-5 and P(naive correct < 12 | p >= 0.55) < 5e-4, so the gap below is
+    # real, not a seed's luck.
     model = WigglyLinear(centred_linear.weight, centred_linear.bias, ripple=5.0, frequency=400.0)
     eps, count = EPS[norm], 40
     images = points_at_distances(centred_linear, [0.6 * eps] * count, norm)
@@ -232,6 +278,7 @@ class ScalarLogits(torch.nn.Module):
         (lambda m: NaiveSmoothedPGD(m, sigma=0.0), "sigma"),
         (lambda m: EOTPGD(m, sigma=-1.0), "sigma"),
         (lambda m: EOTPGD(m, sigma=0.25, eot_samples=0), "eot_samples"),
+        (lambda m: EOTPGD(m, sigma=0.25, objective="mean"), "objective"),
     ],
 )
 def test_bad_configuration_is_refused(tiny_cnn, build, name: str) -> None:

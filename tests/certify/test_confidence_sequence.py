@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from certify.guarantee import clopper_pearson_lower
 from scipy.optimize import brentq
 from scipy.special import betaln
 from scipy.stats import beta, binom
@@ -20,6 +19,7 @@ from certify.confidence_sequence import (
     prior_from_votes,
     upper_bound,
 )
+from certify.guarantee import clopper_pearson_lower
 
 PRIORS = [JEFFREYS, BetaPrior(1.0, 1.0), prior_from_votes(97, 100),
           prior_from_votes(60, 100)]

@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
-from certify.guarantee import clopper_pearson_lower, clopper_pearson_upper
 from scipy.stats import norm
 
 from certify import ABSTAIN, certify, confidence_sequence
+from certify.guarantee import clopper_pearson_lower, clopper_pearson_upper
 from certify.sequential import (
     BETTING_FINAL_SHARE,
     FINAL_SHARE,
