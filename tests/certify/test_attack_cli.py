@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from certify.analysis import accuracy_interval
 from certify.cli.attack import ATTACK_COLUMNS, main
 from certify.cli.audit import AUDIT_COLUMNS
 from certify.cli.audit import main as audit_main
@@ -62,7 +63,9 @@ def test_attack_writes_one_row_per_image_and_evaluation(checkpoint, tmp_path, ca
         correct = [int(r["correct"]) for r in rows
                    if (r["classifier"], r["attack"], r["norm"], r["eps"])
                    == (classifier, attack, norm, eps)]
-        assert line.split() == [classifier, attack, norm, eps, f"{sum(correct) / len(correct):.4f}"]
+        low, high = accuracy_interval(sum(correct), len(correct))
+        assert line.split() == [classifier, attack, norm, eps, f"{sum(correct) / len(correct):.4f}",
+                                f"[{low:.4f},", f"{high:.4f}]"]
 
 
 def test_attack_resumes_row_by_row_and_refuses_other_settings(checkpoint, tmp_path, capsys) -> None:
