@@ -84,9 +84,16 @@ def prior_from_votes(successes: int, trials: int) -> BetaPrior:
 
 
 def log_capital(successes, trials, m, prior: BetaPrior = JEFFREYS):
-    """log K_t(m) after ``successes`` ones in ``trials`` votes, for a mean m in (0, 1).
+    """log K_t(m), the log capital of the bettor against the mean m, in closed form.
 
-    Broadcasts over numpy arrays. Closed form of the module's text.
+    Args:
+        successes: ones k among the votes (an int or an array).
+        trials: votes t (an int or an array broadcasting with ``successes``).
+        m: the mean bet against, in (0, 1) (a float or a broadcasting array).
+        prior: the Beta prior of the bets.
+
+    Returns:
+        log B(a + k, b + t - k) - log B(a, b) - k log m - (t - k) log(1 - m).
     """
     a, b = prior
     k = np.asarray(successes, dtype=float)
@@ -132,7 +139,7 @@ def lower_bound(successes, trials, alpha: float, prior: BetaPrior = JEFFREYS):
         prior: the Beta prior of the bets (default Jeffreys; see :func:`prior_from_votes`).
 
     Returns:
-        L_t in [0, k / t): a float, or an array of the broadcast shape.
+        L_t in [0, k / t]: a float, or an array of the broadcast shape.
 
     Raises:
         ValueError: if an argument is out of range.
@@ -174,6 +181,12 @@ def upper_bound(successes, trials, alpha: float, prior: BetaPrior = JEFFREYS):
 
     Guarantee: with probability at least 1 - alpha, L_t <= p <= U_t at every t at once (one
     martingale bounds both sides; see the module's text).
+
+    Args:
+        successes, trials, alpha, prior: as :func:`lower_bound`.
+
+    Returns:
+        U_t in [k / t, 1]: a float, or an array of the broadcast shape.
 
     Raises:
         ValueError: if an argument is out of range.
