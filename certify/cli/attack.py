@@ -232,8 +232,9 @@ def run_attack(args: argparse.Namespace) -> int:
     lines = [f"certify-attack: {len(indices)} images -> {out}",
              f"  {'classifier':<10} {'attack':<10} {'norm':<5} {'eps':>8} {'accuracy':>9}"
              f"  {'95% interval':>17}"]
-    for evaluation, images, accuracy in accuracy_table(out, plan):
-        low, high = accuracy_interval(round(accuracy * images), images) if images else (0.0, 1.0)
+    for evaluation, evaluated, accuracy in accuracy_table(out, plan):
+        low, high = (accuracy_interval(round(accuracy * evaluated), evaluated) if evaluated
+                     else (0.0, 1.0))
         lines.append(f"  {evaluation.classifier:<10} {evaluation.attack:<10} {evaluation.norm:<5} "
                      f"{evaluation.key[3]:>8} {accuracy:>9.4f}  [{low:.4f}, {high:.4f}]")
     print("\n".join(lines))
