@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "--out", str(audit_out)])
         run_quietly(attack_main, [*common, "--n", args.predict_n, "--linf-eps",
                                   "--l2-eps", *args.radii, "--out", str(attack_out)])
-        accuracy = {evaluation: value for evaluation, _, value in accuracy_table(attack_out, plan)}
+        accuracy = {evaluation: correct / evaluated if evaluated else 0.0
+                    for evaluation, correct, evaluated in accuracy_table(attack_out, plan)}
         certified = certified_accuracy(read_results(audit_out), radii)
         clean = accuracy[Evaluation("smoothed", "clean")]
         for radius, certified_at_radius in zip(radii, certified):

@@ -96,20 +96,13 @@ def radius_from_bound(sigma: float, pA_lower: float) -> float:
     return float(sigma * norm.ppf(pA_lower))
 
 
-def certificate_from_bound(
-    candidate: int, pA_lower: float, count: int, samples: int, sigma: float
-) -> Certificate:
-    """The certificate for ``candidate`` given a valid lower bound ``pA_lower`` on its
-    probability: radius sigma * PhiInv(pA_lower), or ``ABSTAIN`` when pA_lower < 1/2."""
-    if pA_lower < 0.5:
-        return Certificate(ABSTAIN, 0.0, pA_lower, count, samples)
-    return Certificate(candidate, radius_from_bound(sigma, pA_lower), pA_lower, count, samples)
-
-
 def certificate_from_votes(
     candidate: int, count: int, samples: int, sigma: float, alpha: float
 ) -> Certificate:
     """The certificate for ``candidate`` from ``count`` of its votes among ``samples`` fresh draws,
-    with the one-sided (1 - alpha) Clopper-Pearson bound as pA_lower (Cohen et al. 2019)."""
+    with the one-sided (1 - alpha) Clopper-Pearson bound as pA_lower (Cohen et al. 2019): radius
+    sigma * PhiInv(pA_lower), or ``ABSTAIN`` when pA_lower < 1/2."""
     pA_lower = clopper_pearson_lower(count, samples, alpha)
-    return certificate_from_bound(candidate, pA_lower, count, samples, sigma)
+    if pA_lower < 0.5:
+        return Certificate(ABSTAIN, 0.0, pA_lower, count, samples)
+    return Certificate(candidate, radius_from_bound(sigma, pA_lower), pA_lower, count, samples)

@@ -185,14 +185,15 @@ def evaluate_chunk(args: argparse.Namespace, model: torch.nn.Module, plan: list[
     return [row for idx in chunk for row in rows[idx]]
 
 
-def accuracy_table(path: Path, plan: list[Evaluation]) -> list[tuple[Evaluation, int, float]]:
-    """(evaluation, images, accuracy) for every evaluation of the plan, from a results file."""
+def accuracy_table(path: Path, plan: list[Evaluation]) -> list[tuple[Evaluation, int, int]]:
+    """(evaluation, images correct, images evaluated) for every evaluation of the plan, from a
+    results file."""
     rows = read_rows(path)
     table = []
     for evaluation in plan:
         correct = [int(row["correct"]) for row in rows
                    if (row["classifier"], row["attack"], row["norm"], row["eps"]) == evaluation.key]
-        table.append((evaluation, len(correct), sum(correct) / len(correct) if correct else 0.0))
+        table.append((evaluation, sum(correct), len(correct)))
     return table
 
 
@@ -232,9 +233,9 @@ def run_attack(args: argparse.Namespace) -> int:
     lines = [f"certify-attack: {len(indices)} images -> {out}",
              f"  {'classifier':<10} {'attack':<10} {'norm':<5} {'eps':>8} {'accuracy':>9}"
              f"  {'95% interval':>17}"]
-    for evaluation, evaluated, accuracy in accuracy_table(out, plan):
-        low, high = (accuracy_interval(round(accuracy * evaluated), evaluated) if evaluated
-                     else (0.0, 1.0))
+    for evaluation, correct, evaluated in accuracy_table(out, plan):
+        accuracy = correct / evaluated if evaluated else 0.0
+        low, high = accuracy_interval(correct, evaluated) if evaluated else (0.0, 1.0)
         lines.append(f"  {evaluation.classifier:<10} {evaluation.attack:<10} {evaluation.norm:<5} "
                      f"{evaluation.key[3]:>8} {accuracy:>9.4f}  [{low:.4f}, {high:.4f}]")
     print("\n".join(lines))
