@@ -1,9 +1,13 @@
 """Backbones, the normalisation layer and the classifier that wraps them.
 
-Two encoders, built by name with :func:`build_encoder`:
+Four encoders, built by name with :func:`build_encoder`:
 
 - ``"resnet18"``: the CIFAR ResNet-18 that SimCLR and RUSH use on 32x32 images (He et al. 2016,
   with the 3x3 stride-1 stem and no max-pool of Chen et al. 2020, SimCLR, Appendix B.9);
+- ``"cifar_resnet20"`` and ``"cifar_resnet110"``: the CIFAR ResNets of depth 20 and 110 (He et al.
+  2016, Section 4.2) that Cohen, Rosenfeld and Kolter (2019) train their CIFAR-10 base classifiers
+  on, without their linear layer; the parameter names are those of Cohen et al.'s checkpoints
+  (:mod:`encoders.published` adds the linear layer ``fc`` to load them);
 - ``"small_cnn"``: conv 32-64-128 with batch norm and global average pooling, for the 8x8 digits.
 
 A base classifier is ``Normalize -> encoder -> Linear``: normalisation is its first layer (a
@@ -23,7 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ARCHITECTURES = ("resnet18", "small_cnn")
+ARCHITECTURES = ("resnet18", "small_cnn", "cifar_resnet20", "cifar_resnet110")
+CIFAR_RESNET_DEPTHS = {"cifar_resnet20": 20, "cifar_resnet110": 110}
 
 
 class Normalize(nn.Module):
@@ -118,6 +123,59 @@ class CifarResNet18(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
+class CifarBasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a shortcut (a 1x1 convolution where the shape
+    changes); the names of its parameters are those of Cohen et al.'s checkpoints."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + shortcut)
+
+
+class CifarResNetFeatures(nn.Module):
+    """The CIFAR ResNet of depth 6n + 2 (16-32-64 channels, n basic blocks a stage) up to its
+    8x8 average pooling: (B, C, 32, 32) -> (B, 64) features. 0.27 M parameters at depth 20,
+    1.7 M at depth 110."""
+
+    feature_dim = 64
+
+    def __init__(self, depth: int, in_channels: int = 3) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}")
+        blocks = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, blocks, stride=1)
+        self.layer2 = self._stage(16, 32, blocks, stride=2)
+        self.layer3 = self._stage(32, 64, blocks, stride=2)
+        self.avgpool = nn.AvgPool2d(8)
+
+    @staticmethod
+    def _stage(in_channels: int, channels: int, blocks: int, stride: int) -> nn.Sequential:
+        rest = [CifarBasicBlock(channels, channels, 1) for _ in range(blocks - 1)]
+        return nn.Sequential(CifarBasicBlock(in_channels, channels, stride), *rest)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
+        x = self.layer3(self.layer2(self.layer1(x)))  # (B, 64, 8, 8)
+        return self.avgpool(x).flatten(1)  # (B, 64, 1, 1) -> (B, 64)
+
+
 def default_architecture(dataset: str) -> str:
     """small_cnn for the 8x8 digits, the CIFAR ResNet-18 for every other data set."""
     return "small_cnn" if dataset == "digits" else "resnet18"
@@ -145,6 +203,8 @@ def build_encoder(architecture: str, in_channels: int) -> nn.Module:
         return CifarResNet18(in_channels)
     if architecture == "small_cnn":
         return SmallCNN(in_channels)
+    if architecture in CIFAR_RESNET_DEPTHS:
+        return CifarResNetFeatures(CIFAR_RESNET_DEPTHS[architecture], in_channels)
     raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
 
 

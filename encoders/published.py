@@ -40,7 +40,7 @@ import torch
 import torchvision
 from torch import nn
 
-from encoders.backbones import Normalize
+from encoders.backbones import CifarResNetFeatures, Normalize
 from encoders.errors import CheckpointError, one_line
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -79,55 +79,16 @@ class ConstantNormalize(Normalize):
             self.register_buffer(name, getattr(self, name), persistent=False)
 
 
-class CifarBasicBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and a shortcut (a 1x1 convolution where the shape
-    changes); the names of its parameters are those of Cohen et al.'s checkpoints."""
-
-    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + shortcut)
-
-
-class CifarResNet(nn.Module):
-    """The CIFAR ResNet of depth 6n + 2: (B, 3, 32, 32) pixels, normalised -> (B, K) logits."""
+class CifarResNet(CifarResNetFeatures):
+    """The CIFAR ResNet of depth 6n + 2 with its linear layer ``fc``: (B, 3, 32, 32) pixels,
+    normalised -> (B, K) logits."""
 
     def __init__(self, depth: int, num_classes: int) -> None:
-        super().__init__()
-        if (depth - 2) % 6 != 0:
-            raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}")
-        blocks = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.layer1 = self._stage(16, 16, blocks, stride=1)
-        self.layer2 = self._stage(16, 32, blocks, stride=2)
-        self.layer3 = self._stage(32, 64, blocks, stride=2)
-        self.avgpool = nn.AvgPool2d(8)
-        self.fc = nn.Linear(64, num_classes)
-
-    @staticmethod
-    def _stage(in_channels: int, channels: int, blocks: int, stride: int) -> nn.Sequential:
-        rest = [CifarBasicBlock(channels, channels, 1) for _ in range(blocks - 1)]
-        return nn.Sequential(CifarBasicBlock(in_channels, channels, stride), *rest)
+        super().__init__(depth)
+        self.fc = nn.Linear(self.feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
-        x = self.layer3(self.layer2(self.layer1(x)))  # (B, 64, 8, 8)
-        x = self.avgpool(x).flatten(1)  # (B, 64, 1, 1) -> (B, 64)
-        return self.fc(x)
+        return self.fc(super().forward(x))
 
 
 class DataParallelLayout(nn.Module):

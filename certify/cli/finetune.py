@@ -24,7 +24,7 @@ from certify.cli.common import (
     positive_int,
     run_command,
 )
-from certify.cli.training import add_training_arguments, report_written
+from certify.cli.training import EpochClock, add_training_arguments, report_written
 from encoders.backbones import ARCHITECTURES
 from encoders.data import DATASET_NAMES
 from encoders.finetune import (
@@ -88,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--recipe: {error}") from None
     # SmoothAdv's attack lives in certify/attacks; encoders, which trains, never imports certify.
     attack = smoothadv_pgd if isinstance(recipe, SmoothAdvRecipe) else None
+    time_limit = arguments.pop("time_limit")
     config = FinetuneConfig(**arguments, recipe=recipe)
-    return report_written(finetune(config, progress=True, attack=attack))
+    with EpochClock(config.epochs, time_limit) as clock:
+        written = finetune(config, progress=True, should_stop=clock, attack=attack)
+    return report_written(written, clock)
 
 
 def main(argv: list[str] | None = None) -> int:

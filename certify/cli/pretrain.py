@@ -8,6 +8,9 @@ Examples:
         --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
     torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
         --out runs/ddp.pt
+    nice -n 19 encoders-pretrain --dataset cifar10-jpeg --root DIR --arch cifar_resnet20 \
+        --epochs 60 --batch-size 256 --channels-last --time-limit 5.5h \
+        --out runs/cifar10-simclr.pt >> simclr.log 2>&1      # rerun to resume
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import sys
 
 from certify.cli.common import OneLineParser, run_command
-from certify.cli.training import add_training_arguments, report_written
+from certify.cli.training import EpochClock, add_training_arguments, report_written
 from encoders.backbones import ARCHITECTURES
 from encoders.data import DATASET_NAMES
 from encoders.pretrain import PretrainConfig, pretrain
@@ -37,7 +40,10 @@ def build_parser() -> OneLineParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    return report_written(pretrain(PretrainConfig(**vars(args)), progress=True))
+    arguments = vars(args)
+    with EpochClock(args.epochs, arguments.pop("time_limit")) as clock:
+        written = pretrain(PretrainConfig(**arguments), progress=True, should_stop=clock)
+    return report_written(written, clock)
 
 
 def main(argv: list[str] | None = None) -> int:
