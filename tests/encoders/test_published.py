@@ -22,6 +22,7 @@ from torch import nn
 import encoders
 from certify import certify
 from encoders.errors import CheckpointError
+from encoders.backbones import build_classifier
 from encoders.published import cohen_classifier, sigma_from_path
 
 # The constants of Cohen et al.'s code/datasets.py (github.com/locuslab/smoothing).
@@ -444,3 +445,20 @@ def test_our_checkpoints_load_unchanged_with_their_metadata():
     assert metadata == expected
     pixels = torch.rand(2, 1, 8, 8)
     assert torch.equal(model(pixels), encoders.load_classifier("digits-sigma0.25")(pixels))
+
+
+@pytest.mark.parametrize("arch", ["cifar_resnet20", "cifar_resnet110"])
+def test_trainable_cifar_resnet_is_cohens_network_with_our_head(arch):
+    """build_classifier's CIFAR ResNet holds Cohen et al.'s network: its encoder and head, renamed
+    to their keys, load strictly into cohen_classifier and give the same logits."""
+    ours = _randomize(build_classifier(arch, 10, (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD), seed=2)
+    theirs = cohen_classifier(arch).eval()
+    renamed = {("1.fc." + key[len("head."):] if key.startswith("head.")
+                else "1." + key[len("encoder."):]): value
+               for key, value in ours.state_dict().items() if not key.startswith("normalize.")}
+    theirs.load_state_dict(renamed, strict=True)
+    pixels = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(ours(pixels), theirs(pixels), atol=1e-5)
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in theirs.parameters())
