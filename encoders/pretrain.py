@@ -10,8 +10,9 @@ Command lines (``encoders-pretrain``, :mod:`certify.cli.pretrain`)::
 
 The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
 command again resumes after the last finished epoch and continues exactly as an uninterrupted run
-would. A checkpoint whose training state lacks the optimizer (scripts/cifar10_lease.py drops it,
-and keeps half-precision weights, to carry runs between machines) resumes with fresh momentum.
+would. A checkpoint whose training state lacks the optimizer (a float16 copy made with
+:func:`encoders.checkpoint.half_precision_copy` to carry a run to another machine) resumes with
+fresh momentum.
 Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent negatives are
 gathered from all processes, so the loss is that of the global batch.
 """
@@ -307,6 +308,26 @@ def _run(
             break
     bar.close()
     return out
+
+
+def load_simclr(path: str | Path) -> SimCLRModel:
+    """The SimCLR model of an ``encoders-pretrain`` checkpoint (finished or not), on the CPU in
+    eval mode; ``.normalize`` then ``.encoder`` give the features a linear probe reads.
+
+    Raises:
+        CheckpointError: (a ValueError) if the file is no readable SimCLR checkpoint.
+    """
+    payload = load_checkpoint(path, kind="simclr")
+    metadata = payload["metadata"]
+    channels = metadata["input_shape"][0]
+    model = SimCLRModel(Normalize([0.0] * channels, [1.0] * channels),
+                        build_encoder(metadata["architecture"], channels),
+                        metadata["recipe"]["projection_dim"])
+    try:
+        model.load_state_dict(float32_state(payload["state_dict"]))
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit ({one_line(error)})") from error
+    return model.eval()
 
 
 def _agreed(answer: bool, processes: Processes) -> bool:

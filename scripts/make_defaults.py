@@ -27,13 +27,12 @@ from pathlib import Path
 
 import torch
 
-from encoders.backbones import Normalize, build_encoder
-from encoders.checkpoint import PRETRAINED_DIR, load_checkpoint, load_classifier
+from encoders.backbones import build_encoder
+from encoders.checkpoint import PRETRAINED_DIR, load_classifier
 from encoders.data import ImageDataset, load_dataset
 from encoders.evaluate import features, noisy_accuracy, probe_accuracy
 from encoders.finetune import FinetuneConfig, finetune
-from encoders.pretrain import PretrainConfig, pretrain
-from encoders.simclr import SimCLRModel
+from encoders.pretrain import PretrainConfig, load_simclr, pretrain
 
 SHIPPED_SIGMAS = (0.12, 0.25, 0.50, 1.00)
 NOISE_DRAWS = 10
@@ -55,13 +54,7 @@ def _probes(
     simclr_path: Path, seed: int, train: ImageDataset, test: ImageDataset
 ) -> dict[str, float]:
     cpu = torch.device("cpu")
-    payload = load_checkpoint(simclr_path, kind="simclr")
-    trained = SimCLRModel(
-        Normalize([0.0], [1.0]),
-        build_encoder("small_cnn", 1),
-        payload["metadata"]["recipe"]["projection_dim"],
-    )
-    trained.load_state_dict(payload["state_dict"])
+    trained = load_simclr(simclr_path)
     torch.manual_seed(seed)
     random_encoder = build_encoder("small_cnn", 1)
     scores = {}

@@ -21,8 +21,8 @@ from torch import nn
 
 import encoders
 from certify import certify
-from encoders.errors import CheckpointError
 from encoders.backbones import build_classifier
+from encoders.errors import CheckpointError
 from encoders.published import cohen_classifier, sigma_from_path
 
 # The constants of Cohen et al.'s code/datasets.py (github.com/locuslab/smoothing).
