@@ -399,6 +399,21 @@ def load_classifier(source: str | os.PathLike) -> Classifier:
     return classifier_from_state(payload["metadata"], payload["state_dict"]).eval()
 
 
+def portable_copy(source: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The smallest file an unfinished training run resumes from on another machine: float16
+    weights (:func:`half_precision_copy`) and the training state without the optimizer's, so
+    the resumed run restarts its momentum (SGD) or moment estimates (Adam) and nothing else.
+
+    Raises:
+        CheckpointError: as :func:`half_precision_copy`, or if the source has no training state.
+    """
+    state = load_checkpoint(source, kind=None).get("training_state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} holds no training state to resume from")
+    light = {key: value for key, value in state.items() if key != "optimizer"}
+    return half_precision_copy(source, out, light)
+
+
 def list_pretrained() -> list[str]:
     """Names of the shipped models, e.g. ``["digits-sigma0.12", "digits-sigma0.25", ...]``."""
     return sorted(path.stem for path in PRETRAINED_DIR.glob("*.pt"))

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         generator = torch.Generator(device).manual_seed(args.seed)
         clean = noisy_accuracy(model, test, 0.0, 1, generator)
         noisy = noisy_accuracy(model, test, args.sigma, args.draws, generator)
-        lines.append(f"| {name} | {100 * clean:.2f} | {100 * noisy:.2f} |")
+        lines.append(f"| {Path(name).stem} | {100 * clean:.2f} | {100 * noisy:.2f} |")
         print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     table = "\n".join(lines) + "\n"
     print(table)

@@ -12,26 +12,50 @@
 #   baseline     Cohen et al.'s baseline: noise training from random weights (30 epochs)
 #   rush         RUSH: the SimCLR encoder, then noise training of the whole network (30 epochs)
 #   consistency  RUSH with the consistency loss of Jeong and Shin (2020), m = 2 (30 epochs)
-#   ship         float16 copies of the three classifiers under encoders/pretrained/
+#   ship         float16 copies of the three classifiers into MODELS (encoders/pretrained/, the
+#                models shipped in the wheel); every later step evaluates these copies
 #   evaluate     linear probe of the encoder; clean and noisy accuracy of the classifiers
 #   certify      every 50th test image (200) at n = 10,000; the RUSH model's every 500th at 100,000
 #   figure       the curves and the table of docs/cifar10/
+#   attack       the 200 images under PGD on the base classifier, naive PGD and EOT-PGD (32 draws)
+#                on the smoothed one: L-inf 8/255, L2 0.25 / 0.5 / 1.0; predict at n = 1,000
+#   claim        the table of the RUSH claim: accuracies with intervals, naive vs EOT paired
+#   audit        every certificate attacked with L2 EOT-PGD just inside its radius
+#   ladder       the RUSH model's attack ladder on every 200th test image (50): EOT draws 1 / 8 /
+#                32 / 128, steps 20 / 100, restarts 1 / 5
+#   adaptive     samples per image of the sequential modes against fixed n on the 200 images
+# Two more steps carry unfinished training to another machine (not run by default):
+#   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training
+#   unpack       copy them back into RUNS where RUNS lacks them (momentum restarts; nothing else)
 # Environment: SIGMA (0.25), RUNS (runs/cifar10: training checkpoints), DOCS (docs/cifar10:
 # results), BIN (.venv/bin), TIME_LIMIT (e.g. 5.5h: training stops cleanly before it), THREADS
-# (torch threads of each command), DEVICE (cpu).
+# (torch threads of each command), DEVICE (cpu), MODELS (encoders/pretrained). The scale, for a quick trial of the whole plan:
+# SIMCLR_EPOCHS (40), NOISE_EPOCHS (30), N (10000), N_LARGE (100000), SKIP (50), SKIP_LARGE (500),
+# LADDER_SKIP (200), LADDER_GRID ("--eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5"),
+# ATTACK_N (1000: predict's samples after an attack).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ $# -ge 1 ] || { echo "usage: bash scripts/reproduce_cifar10.sh DATA_ROOT [STEP ...]" >&2; exit 2; }
 DATA=$1
 shift
-STEPS=${*:-simclr baseline rush consistency ship evaluate certify figure}
+STEPS=${*:-simclr baseline rush consistency ship evaluate certify figure attack claim audit ladder adaptive}
 SIGMA=${SIGMA:-0.25}
 RUNS=${RUNS:-runs/cifar10}
 DOCS=${DOCS:-docs/cifar10}
 BIN=${BIN:-.venv/bin}
 DEVICE=${DEVICE:-cpu}
+MODELS=${MODELS:-encoders/pretrained}
 [ -z "${THREADS:-}" ] || export OMP_NUM_THREADS=$THREADS
+SIMCLR_EPOCHS=${SIMCLR_EPOCHS:-40}
+NOISE_EPOCHS=${NOISE_EPOCHS:-30}
+N=${N:-10000}
+N_LARGE=${N_LARGE:-100000}
+SKIP=${SKIP:-50}
+SKIP_LARGE=${SKIP_LARGE:-500}
+LADDER_SKIP=${LADDER_SKIP:-200}
+read -r -a LADDER_GRID <<< "${LADDER_GRID:---eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5}"
+ATTACK_N=${ATTACK_N:-1000}
 LIMIT=()
 [ -z "${TIME_LIMIT:-}" ] || LIMIT=(--time-limit "$TIME_LIMIT")
 mkdir -p "$RUNS" "$DOCS/results"
@@ -39,7 +63,7 @@ mkdir -p "$RUNS" "$DOCS/results"
 DATA_FLAGS=(--dataset cifar10-jpeg --root "$DATA" --device "$DEVICE" --channels-last)
 # Cohen et al.'s optimiser (SGD, momentum 0.9, lr 0.1, weight decay 1e-4, batch 256, crops and
 # flips), with a cosine schedule over 30 epochs instead of their 90 with steps.
-NOISE_TRAINING=(--sigma "$SIGMA" --preset cohen --epochs 30 --schedule cosine)
+NOISE_TRAINING=(--sigma "$SIGMA" --preset cohen --epochs "$NOISE_EPOCHS" --schedule cosine)
 SIMCLR=$RUNS/simclr-r20.pt
 declare -A OUT=(
     [baseline]=$RUNS/cohen-r20-sigma$SIGMA.pt
@@ -55,28 +79,39 @@ declare -A SHIPPED=(
 trained() {  # a training step is done once its checkpoint exists (a partial run has <out>.partial)
     [ -f "$1" ] || { echo "$1 is not trained yet: run its step first" >&2; return 1; }
 }
+declare -A LABEL=([baseline]="ResNet-20 baseline" [rush]="ResNet-20 RUSH"
+                  [consistency]="ResNet-20 RUSH + consistency")
+model_file() { echo "$MODELS/${SHIPPED[$1]}.pt"; }
+done_or_shipped() { [ -f "${OUT[$1]}" ] || [ -f "$(model_file "$1")" ]; }
+shipped() {  # the models that the ship step has copied so far
+    for model in baseline rush consistency; do
+        [ -f "$(model_file "$model")" ] && echo "$model"
+    done
+    return 0
+}
+EVAL=(--dataset cifar10-jpeg --data-root "$DATA" --sigma "$SIGMA" --device "$DEVICE" --quiet)
 
 for step in $STEPS; do
     echo "== $step"
     case $step in
     simclr)
-        "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" --arch cifar_resnet20 --epochs 40 \
+        "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" --arch cifar_resnet20 --epochs "$SIMCLR_EPOCHS" \
             --batch-size 256 --out "$SIMCLR" "${LIMIT[@]}" ;;
     baseline)
-        [ -f "${OUT[baseline]}" ] || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
+        done_or_shipped baseline || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
             --arch cifar_resnet20 "${NOISE_TRAINING[@]}" --out "${OUT[baseline]}" "${LIMIT[@]}" ;;
     rush)
         trained "$SIMCLR"
-        [ -f "${OUT[rush]}" ] || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
+        done_or_shipped rush || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
             --encoder "$SIMCLR" "${NOISE_TRAINING[@]}" --out "${OUT[rush]}" "${LIMIT[@]}" ;;
     consistency)
         trained "$SIMCLR"
-        [ -f "${OUT[consistency]}" ] || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
+        done_or_shipped consistency || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
             --encoder "$SIMCLR" "${NOISE_TRAINING[@]}" --recipe consistency \
             --out "${OUT[consistency]}" "${LIMIT[@]}" ;;
     ship)
         for model in baseline rush consistency; do
-            shipped=encoders/pretrained/${SHIPPED[$model]}.pt
+            shipped=$(model_file "$model")
             if [ -f "${OUT[$model]}" ] && [ ! -f "$shipped" ]; then
                 "$BIN/python" -c "import sys; from encoders.checkpoint import half_precision_copy; \
 half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
@@ -88,19 +123,78 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         "$BIN/python" scripts/evaluate_classifiers.py --dataset cifar10-jpeg --data-root "$DATA" \
             --sigma "$SIGMA" --encoder "$SIMCLR" --device "$DEVICE" \
             --out "$DOCS/results/accuracy_sigma$SIGMA.md" \
-            --classifiers "${SHIPPED[baseline]}" "${SHIPPED[rush]}" "${SHIPPED[consistency]}" ;;
+            --classifiers $(for model in $(shipped); do model_file "$model"; done) ;;
     certify)
-        for model in baseline rush consistency; do
-            "$BIN/certify" --model "${SHIPPED[$model]}" --dataset cifar10-jpeg --data-root "$DATA" \
-                --sigma "$SIGMA" --skip 50 --n 10000 --batch 1000 --device "$DEVICE" --quiet \
-                --out "$DOCS/results/${SHIPPED[$model]}_n10000.tsv"
+        for model in $(shipped); do
+            "$BIN/certify" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
+                --batch 1000 --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv"
         done
-        "$BIN/certify" --model "${SHIPPED[rush]}" --dataset cifar10-jpeg --data-root "$DATA" \
-            --sigma "$SIGMA" --skip 500 --n 100000 --batch 1000 --device "$DEVICE" --quiet \
-            --out "$DOCS/results/${SHIPPED[rush]}_n100000.tsv" ;;
+        if [ -f "$(model_file rush)" ]; then
+            "$BIN/certify" --model "$(model_file rush)" "${EVAL[@]}" --skip "$SKIP_LARGE" \
+                --n "$N_LARGE" --batch 1000 --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv"
+        fi ;;
     figure)
-        "$BIN/certify-plot" "$DOCS"/results/cifar10-*-sigma"$SIGMA"_n10000.tsv \
-            --radii 0 0.25 0.5 0.75 1 --out "$DOCS/certified_accuracy_sigma$SIGMA.png" ;;
+        files=() labels=()
+        for model in $(shipped); do
+            files+=("$DOCS/results/${SHIPPED[$model]}_n$N.tsv")
+            labels+=("${LABEL[$model]} (JPEG copy, $((10000 / SKIP)) images, n = $N)")
+        done
+        "$BIN/certify-plot" "${files[@]}" tests/data/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv \
+            --labels "${labels[@]}" "Cohen et al. ResNet-110 (original, 500 images, n = 100,000)" \
+            --radii 0 0.25 0.5 0.75 1 --title "CIFAR-10, sigma = $SIGMA" \
+            --out "$DOCS/certified_accuracy_sigma$SIGMA.png" > "$DOCS/results/certified_sigma$SIGMA.md"
+        cat "$DOCS/results/certified_sigma$SIGMA.md" ;;
+    attack)
+        for model in $(shipped); do
+            "$BIN/certify-attack" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" \
+                --n "$ATTACK_N" --batch 1000 --steps 20 --eot-samples 32 --linf-eps 8/255 --l2-eps 0.25 0.5 1.0 \
+                --out "$DOCS/results/${SHIPPED[$model]}_attack.tsv"
+        done ;;
+    claim)
+        tables=()
+        for model in $(shipped); do
+            tables+=(--model "$model" "$DOCS/results/${SHIPPED[$model]}_attack.tsv"
+                     "$DOCS/results/${SHIPPED[$model]}_n$N.tsv")
+        done
+        "$BIN/python" scripts/rush_claim_table.py "${tables[@]}" \
+            --out "$DOCS/results/rush_claim_sigma$SIGMA.md" ;;
+    audit)
+        for model in $(shipped); do
+            "$BIN/certify-audit" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
+                --predict-n "$ATTACK_N" --batch 1000 \
+                --certificates "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" \
+                --out "$DOCS/results/${SHIPPED[$model]}_audit.tsv"
+        done ;;
+    ladder)
+        trained "$(model_file rush)"
+        "$BIN/python" benchmarks/attack_ladder.py --model "$(model_file rush)" \
+            --dataset cifar10-jpeg --data-root "$DATA" --sigma "$SIGMA" --skip "$LADDER_SKIP" \
+            --eps 8/255 "${LADDER_GRID[@]}" --n "$ATTACK_N" --device "$DEVICE" \
+            --out-dir "$DOCS/results/ladder_sigma$SIGMA" ;;
+    adaptive)
+        for model in $(shipped); do
+            "$BIN/python" benchmarks/adaptive.py --model "$(model_file "$model")" \
+                --dataset cifar10-jpeg --data-root "$DATA" --skip "$SKIP" --sigma "$SIGMA" --n "$N" \
+                --radii 0.25 0.5 0.75 --simulate --linear-images 0 --digits-skip 0 \
+                --device "$DEVICE" \
+                > "$DOCS/results/${SHIPPED[$model]}_adaptive.md.partial"
+            mv "$DOCS/results/${SHIPPED[$model]}_adaptive.md.partial" \
+                "$DOCS/results/${SHIPPED[$model]}_adaptive.md"
+        done ;;
+    pack)
+        mkdir -p "$DOCS/training"
+        for file in "$SIMCLR" "${OUT[@]/%/.partial}"; do
+            if [ -f "$file" ]; then
+                "$BIN/python" -c "import sys; from encoders.checkpoint import portable_copy; \
+portable_copy(sys.argv[1], sys.argv[2])" "$file" "$DOCS/training/$(basename "$file")"
+                echo "packed $file"
+            fi
+        done ;;
+    unpack)
+        for file in "$DOCS"/training/*; do
+            [ -f "$file" ] && [ ! -f "$RUNS/$(basename "$file")" ] && cp -v "$file" "$RUNS/"
+        done
+        true ;;
     *)
         echo "unknown step $step" >&2
         exit 2 ;;

@@ -1,6 +1,6 @@
 """Analysis of certification results: reading results files, certified accuracy, average certified
-radius, the envelope over noise levels, confidence intervals of accuracies, and the tables papers
-print.
+radius, the envelope over noise levels, confidence intervals of accuracies, the exact paired test
+of two attacks, and the tables papers print.
 
 Example:
     >>> from certify.analysis import certified_accuracy, read_results, summarize
@@ -21,6 +21,7 @@ from certify.analysis.metrics import (
     envelope_curve,
     summarize,
 )
+from certify.analysis.paired import PairedTest, mcnemar_exact
 from certify.analysis.reader import (
     COLUMNS,
     CertifiedResults,
@@ -35,6 +36,7 @@ __all__ = [
     "SUMMARY_RADII",
     "TABLE_STYLES",
     "CertifiedResults",
+    "PairedTest",
     "accuracy_interval",
     "average_certified_radius",
     "certified_accuracy",
@@ -42,6 +44,7 @@ __all__ = [
     "certified_accuracy_table",
     "envelope",
     "envelope_curve",
+    "mcnemar_exact",
     "parse_seconds",
     "read_results",
     "short_number",

@@ -1,0 +1,89 @@
+"""The RUSH claim on given models: clean, PGD, naive PGD and EOT-PGD accuracy beside certified.
+
+For each model it reads the per-image rows of ``certify-attack`` (idx, label, classifier, attack,
+norm, eps, predict, correct) and, if given, the ``certify`` results file of the same images, and
+writes one Markdown table: every accuracy with its exact 95% Clopper-Pearson interval
+(:func:`certify.analysis.accuracy_interval`), and for every epsilon the exact McNemar test of
+naive PGD against EOT-PGD on the same images (:func:`certify.analysis.mcnemar_exact`). RUSH
+(arXiv 2207.05127) reported its robust accuracy under naive PGD, one noise draw per step; EOT
+averages the gradient over draws, as an attacker of a randomized defence would.
+
+Example:
+    python scripts/rush_claim_table.py \\
+        --model baseline docs/cifar10/results/attack_cohen.tsv docs/cifar10/results/cohen.tsv \\
+        --model RUSH docs/cifar10/results/attack_rush.tsv docs/cifar10/results/rush.tsv \\
+        --out docs/cifar10/rush_claim.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from certify.analysis import accuracy_interval, certified_accuracy, mcnemar_exact, read_results
+from certify.results import read_rows
+
+ATTACK_ORDER = {"clean": 0, "pgd": 1, "naive-pgd": 2, "eot-pgd": 3}
+
+
+def _cell(outcomes: list[int]) -> str:
+    low, high = accuracy_interval(sum(outcomes), len(outcomes))
+    return f"{sum(outcomes) / len(outcomes):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def model_rows(name: str, attack_file: str, certify_file: str | None) -> list[str]:
+    """The table rows of one model."""
+    outcomes: dict[tuple[str, str, str, str], dict[int, int]] = defaultdict(dict)
+    for row in read_rows(attack_file):
+        key = (row["classifier"], row["attack"], row["norm"], row["eps"])
+        outcomes[key][int(row["idx"])] = int(row["correct"])
+    certified = read_results(certify_file) if certify_file else None
+    rows = []
+    ordered = sorted(outcomes, key=lambda key: (key[2] != "-", key[2], float(key[3]),
+                                                ATTACK_ORDER[key[1]], key[0]))
+    for classifier, attack, norm, eps in ordered:
+        per_image = outcomes[(classifier, attack, norm, eps)]
+        indices = sorted(per_image)
+        paired = ""
+        if attack == "eot-pgd" and (classifier, "naive-pgd", norm, eps) in outcomes:
+            naive = outcomes[(classifier, "naive-pgd", norm, eps)]
+            if sorted(naive) == indices:
+                test = mcnemar_exact([naive[i] for i in indices], [per_image[i] for i in indices])
+                paired = (f"naive only {test.only_a}, EOT only {test.only_b}, "
+                          f"p = {test.p_value:.2g}")
+        bound = ""
+        if certified is not None and norm == "l2" and classifier == "smoothed":
+            if sorted(int(i) for i in certified.idx) != indices:
+                raise ValueError(f"{certify_file} does not hold the images of {attack_file}")
+            bound = f"{certified_accuracy(certified, [float(eps)])[0]:.3f}"
+        rows.append(f"| {name} | {classifier} | {attack} | {norm} | {eps} | {len(indices)} | "
+                    f"{_cell([per_image[i] for i in indices])} | {bound} | {paired} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", nargs="+", action="append", required=True,
+                        metavar="NAME ATTACK_FILE [CERTIFY_FILE]",
+                        help="a model's label, its certify-attack file, its certify file")
+    parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout only)")
+    args = parser.parse_args(argv)
+    lines = ["| model | classifier | attack | norm | eps | images | accuracy [95% CI] | "
+             "certified | naive vs EOT (exact McNemar) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for spec in args.model:
+        if len(spec) not in (2, 3):
+            parser.error("--model takes NAME ATTACK_FILE [CERTIFY_FILE]")
+        lines += model_rows(spec[0], spec[1], spec[2] if len(spec) == 3 else None)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

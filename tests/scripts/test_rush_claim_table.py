@@ -1,0 +1,51 @@
+"""The RUSH-claim table: accuracies with exact intervals, naive against EOT paired on the same
+images, and certified accuracy at each L2 epsilon, from hand-made results files."""
+
+from __future__ import annotations
+
+import pytest
+from rush_claim_table import main
+
+ATTACK_HEADER = "idx\tlabel\tclassifier\tattack\tnorm\teps\tpredict\tcorrect\ttime\n"
+
+
+def _attack_file(tmp_path, naive: list[int], eot: list[int]):
+    lines = [ATTACK_HEADER]
+    for idx, (naive_ok, eot_ok) in enumerate(zip(naive, eot)):
+        for attack, ok in (("clean", 1), ("naive-pgd", naive_ok), ("eot-pgd", eot_ok)):
+            norm, eps = ("-", "0") if attack == "clean" else ("l2", "0.5")
+            predicted = 3 if ok else 1
+            lines.append(f"{idx}\t3\tsmoothed\t{attack}\t{norm}\t{eps}\t{predicted}\t{ok}\t0.1\n")
+    path = tmp_path / "attack.tsv"
+    path.write_text("".join(lines))
+    return path
+
+
+def _certify_file(tmp_path, radii: list[float]):
+    rows = ["idx\tlabel\tpredict\tradius\tcorrect\ttime\n"]
+    rows += [f"{idx}\t3\t3\t{radius}\t1\t0.1\n" for idx, radius in enumerate(radii)]
+    path = tmp_path / "certify.tsv"
+    path.write_text("".join(rows))
+    return path
+
+
+def test_rows_hold_intervals_the_paired_test_and_certified_accuracy(tmp_path, capsys):
+    # 10 images: naive PGD leaves 9, EOT-PGD 2; every image EOT keeps, naive keeps too.
+    naive, eot = [1] * 9 + [0], [1, 1] + [0] * 8
+    radii = [0.6, 0.4, 0.7, 0.1, 0.0, 0.5, 0.2, 0.3, 0.9, 0.45]  # 4 of 10 at least 0.5
+    out = tmp_path / "table.md"
+    assert main(["--model", "toy", str(_attack_file(tmp_path, naive, eot)),
+                 str(_certify_file(tmp_path, radii)), "--out", str(out)]) == 0
+    rows = {line.split(" | ")[2]: line for line in out.read_text().splitlines()[2:]}
+    assert "| 1.000 [0.692, 1.000] |" in rows["clean"]  # 10 of 10: 1 - 0.025 ** (1 / 10)
+    assert "| 0.900 [0.555, 0.997] | 0.400 |" in rows["naive-pgd"]
+    # 7 discordant images, all one way: p = 2 / 2 ** 7.
+    assert rows["eot-pgd"].endswith("| 0.200 [0.025, 0.556] | 0.400 | "
+                                    "naive only 7, EOT only 0, p = 0.016 |")
+    assert capsys.readouterr().out.strip() == out.read_text().strip()
+
+
+def test_certify_file_of_other_images_is_refused(tmp_path):
+    attack = _attack_file(tmp_path, [1, 0], [0, 0])
+    with pytest.raises(ValueError, match="does not hold the images"):
+        main(["--model", "toy", str(attack), str(_certify_file(tmp_path, [0.5, 0.5, 0.5]))])
