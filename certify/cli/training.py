@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tqdm import tqdm
+
 from certify.cli.common import (
     duration,
     is_main_process,
@@ -83,10 +85,10 @@ class EpochClock:
         epoch_seconds, elapsed = now - self.last, now - self.started
         self.last, self.epochs_done = now, epochs_done
         remaining = self.epochs - epochs_done
-        if is_main_process():
-            print(f"epoch {epochs_done}/{self.epochs}: {_clock(epoch_seconds)} this epoch, "
-                  f"{_clock(elapsed)} elapsed, ETA {_clock(remaining * epoch_seconds)}",
-                  file=sys.stderr, flush=True)
+        if is_main_process():  # above the progress bar, on a line of its own
+            tqdm.write(f"epoch {epochs_done}/{self.epochs}: {_clock(epoch_seconds)} this epoch, "
+                       f"{_clock(elapsed)} elapsed, ETA {_clock(remaining * epoch_seconds)}",
+                       file=sys.stderr)
         if (self.stop_reason is None and self.time_limit is not None
                 and elapsed + epoch_seconds > self.time_limit):
             self.stop_reason = f"--time-limit {_clock(self.time_limit)}"
