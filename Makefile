@@ -40,12 +40,12 @@ wheel-check: $(STAMP)
 demo: $(STAMP)
 	$(DEMO)
 
-# Retrain the shipped digits models and print the README's encoder tables (3 seeds; about
+# Retrain the shipped digits models and print the encoder tables of docs/digits.md (3 seeds; about
 # 5 minutes on 2 idle cores). Rerunning resumes from the files in runs/defaults.
 models: $(STAMP)
 	$(BIN)/python scripts/make_defaults.py --work runs/defaults --ship
 
-# The README's robustness table: clean, naive-PGD and EOT-PGD accuracy of the smoothed digits
+# The robustness table of docs/attacks.md: clean, naive-PGD and EOT-PGD accuracy of the smoothed digits
 # models beside their certified accuracy, and the certificate audit.
 attack-report: $(STAMP)
 	$(BIN)/python benchmarks/attack_report.py
