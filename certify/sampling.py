@@ -7,6 +7,9 @@ drawn on the model's device in batches, never all at once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from certify.checks import check_count, check_image, check_positive
@@ -17,6 +20,30 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run ``model`` in eval mode inside the block, then give every submodule back the mode it had.
+
+    A base classifier left in training mode would normalise each batch of noisy copies by that
+    batch's own BatchNorm statistics (and update the caller's running statistics): the votes
+    would then depend on each other, which the binomial bounds forbid, and on the batch size.
+    Every function of the library that runs a model does so inside this block (as torchattacks
+    switches and restores the mode around an attack); submodules the caller froze in eval mode
+    inside a training model stay so afterwards.
+
+    Example:
+        >>> with evaluating(model):
+        ...     logits = model(batch)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -71,7 +98,7 @@ def sample_counts(
     # the end: reading them per batch would wait for the GPU at every batch, and keeping every
     # vote would take memory growing with num.
     counts: torch.Tensor | None = None  # (K,), made once the first batch tells K
-    with torch.inference_mode():
+    with evaluating(model), torch.inference_mode():
         finite = torch.ones((), dtype=torch.bool, device=device)
         drawn = 0
         while drawn < num:

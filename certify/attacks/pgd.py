@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from certify.attacks.projection import ascent_direction, check_norm, project, random_start
 from certify.checks import check_count, check_positive
-from certify.sampling import model_device
+from certify.sampling import evaluating, model_device
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,8 @@ class PGD:
         Returns:
             Adversarial images (B, C, H, W) inside the eps-ball around ``images`` and the box.
 
+        The model runs in eval mode and is given back in the mode it had.
+
         Raises:
             ValueError: if an argument is out of range.
         """
@@ -170,7 +172,7 @@ class PGD:
         best_delta = torch.zeros_like(clean)
         best_loss = torch.full((clean.shape[0],), -math.inf, device=device)  # (B,)
         selection_seed: int | None = None
-        with torch.enable_grad():
+        with evaluating(self.model), torch.enable_grad():
             for _ in range(config.restarts):
                 delta = self._run(clean, labels, radii, generator)
                 if config.restarts == 1:

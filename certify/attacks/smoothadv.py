@@ -27,6 +27,7 @@ from torch import nn
 from certify.attacks.pgd import check_batch
 from certify.attacks.projection import ascent_direction, project
 from certify.checks import check_count, check_positive
+from certify.sampling import evaluating
 
 
 def soft_smoothed_nll(
@@ -58,8 +59,8 @@ def smoothadv_pgd(
     after each (:func:`certify.attacks.projection.project`). Every step reuses ``noise``.
     Distance: L2, in pixel units of images in [0, 1].
 
-    The model is used as given (training code puts it in eval mode first); no parameter
-    gradient is accumulated.
+    The model runs in eval mode (as in Salman et al.'s training code) and is given back in the
+    mode it had; no parameter gradient is accumulated.
 
     Args:
         model: the base classifier f, pixels (B, C, H, W) -> logits (B, K).
@@ -94,7 +95,7 @@ def smoothadv_pgd(
     radii = torch.full((clean.shape[0],), float(epsilon), device=clean.device, dtype=clean.dtype)
     step_size = 2 * epsilon / steps
     delta = torch.zeros_like(clean)
-    with torch.enable_grad():
+    with evaluating(model), torch.enable_grad():
         for _ in range(steps):
             delta.requires_grad_(True)
             objective = soft_smoothed_nll(model, clean + delta, labels, noise)  # (B,)
