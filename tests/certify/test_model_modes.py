@@ -50,9 +50,9 @@ def test_a_train_mode_model_certifies_exactly_like_its_eval_copy() -> None:
         got = function(trained, x, *arguments, generator=torch.Generator().manual_seed(2))
         expected = function(evaluated, x, *arguments, generator=torch.Generator().manual_seed(2))
         assert got == expected
-    adaptive = certify(trained, x, 0.25, 50, 2000, 0.001, 64,
+    adaptive = certify(trained, x, 0.25, 20, 400, 0.001, 64,
                        torch.Generator().manual_seed(3), adaptive=True)
-    assert adaptive == certify(evaluated, x, 0.25, 50, 2000, 0.001, 64,
+    assert adaptive == certify(evaluated, x, 0.25, 20, 400, 0.001, 64,
                                torch.Generator().manual_seed(3), adaptive=True)
     for name, tensor in buffers(trained).items():
         assert torch.equal(tensor, before[name]), f"buffer {name} changed"
