@@ -345,7 +345,7 @@ def _metadata(
         architecture=architecture,
         pretrain=pretrain_recipe,
     )
-    return {
+    metadata = {
         "architecture": architecture,
         "dataset": config.dataset,
         "sigma": float(config.sigma),
@@ -354,6 +354,9 @@ def _metadata(
         "recipe": recipe,
         "versions": versions(),
     }
+    if getattr(train, "classes", None) is not None:  # an image folder's names, in label order
+        metadata["classes"] = list(train.classes)
+    return metadata
 
 
 def _resume(

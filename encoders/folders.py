@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -179,6 +180,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     @property
     def input_shape(self) -> list[int]:
         return list(self._read(0).shape)
+
+    def fingerprint(self) -> str:
+        """The SHA-256 of the file list (each image's path below the split folder, its size in
+        bytes and its label), the class names and the transform: what can be known of the images
+        without decoding them all."""
+        hasher = hashlib.sha256()
+        hasher.update(f"{self.classes} resize={self.resize} crop={self.crop}\n".encode())
+        for path, label in zip(self.paths, self.labels.tolist()):
+            size = path.stat().st_size
+            hasher.update(f"{path.parent.name}/{path.name} {size} {label}\n".encode())
+        return hasher.hexdigest()
 
     def decode_all(self) -> torch.Tensor:
         """Every image decoded now, as uint8 pixels (N, 3, H, W); untransformed JPEG files in

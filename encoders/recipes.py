@@ -36,15 +36,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from certify.sampling import evaluating
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
 """``attack(model, pixels, labels, noise, epsilon, steps) -> adversarial pixels``: pixels (B, C,
@@ -365,6 +364,19 @@ def consistency_loss(
     return _mean_cross_entropy(logits, labels) + regulariser.mean()
 
 
+@contextmanager
+def _evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode, then restore each module's own mode (a frozen encoder
+    stays in eval mode inside a model in training mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.train(training)
+
+
 def smoothadv_loss(
     model: nn.Module,
     pixels: torch.Tensor,
@@ -409,7 +421,7 @@ def smoothadv_loss(
     _check_noise(pixels, labels, noise)
     adversarial = pixels
     if epsilon > 0:
-        with evaluating(model):
+        with _evaluation_mode(model):
             adversarial = attack(model, pixels, labels, noise, epsilon, steps).detach()
         if adversarial.shape != pixels.shape:
             raise ValueError(

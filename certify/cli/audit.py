@@ -35,6 +35,7 @@ from certify.cli.loading import (
     default_out,
     image_generator,
     load_run,
+    model_and_data,
     run_settings,
     selected_indices,
 )
@@ -107,8 +108,7 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
     if recorded.get("command") != "certify":
         raise UserError(f"--certificates {path} were made by certify-{recorded.get('command')}, "
                         "not certify: they hold no certified radii")
-    expected = {"checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
-                "dataset": loaded.dataset_name, "split": args.split, "sigma": args.sigma}
+    expected = {**model_and_data(args, loaded), "sigma": args.sigma}
     differences = []
     for key, value in expected.items():
         if key == "sigma" and isinstance(recorded.get(key), (int, float)):
@@ -116,9 +116,10 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
         else:
             same = recorded.get(key) == value
         if not same:
-            differences.append("the checkpoint (another model's weights)"
-                               if key == "checkpoint_sha256"
-                               else f"{key} {recorded.get(key)} (this audit: {value})")
+            differences.append(
+                "the checkpoint (another model's weights)" if key == "checkpoint_sha256"
+                else "the images (other pixels or files)" if key == "data_sha256"
+                else f"{key} {recorded.get(key)} (this audit: {value})")
     if differences:
         raise UserError(f"--certificates {path} were made with other settings than this audit's: "
                         f"{', '.join(differences)}; their radii hold only for their own model, "

@@ -30,6 +30,9 @@ class LoadedRun(NamedTuple):
         metadata: the checkpoint's metadata plus ``checkpoint_sha256`` of its file.
         model_name: the --model given (or the shipped model's name).
         dataset_name: the data set's name.
+        data_root: the folder the data was read from, resolved (None for digits).
+        data_sha256: the data set's fingerprint (``fingerprint()`` of encoders' data sets): its
+            pixels, or for a lazily read image folder its file list, with labels and classes.
     """
 
     model: torch.nn.Module
@@ -37,6 +40,8 @@ class LoadedRun(NamedTuple):
     metadata: dict[str, Any]
     model_name: str
     dataset_name: str
+    data_root: str | None = None
+    data_sha256: str | None = None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +98,7 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     """
     import encoders
     from encoders.checkpoint import resolve
-    from encoders.data import load_dataset
+    from encoders.data import default_root, load_dataset
     from encoders.training import resolve_device
 
     source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
@@ -110,7 +115,10 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
                            crop=args.crop)
     model = model.to(device).eval()
     check_model_fits_data(model, metadata, source, dataset, f"{dataset_name} {args.split}")
-    return LoadedRun(model, dataset, metadata, str(source), dataset_name)
+    data_root = None if dataset_name == "digits" else str(
+        Path(args.data_root or default_root()).resolve())
+    return LoadedRun(model, dataset, metadata, str(source), dataset_name, data_root,
+                     dataset.fingerprint())
 
 
 def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], source: Any,
@@ -131,6 +139,16 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
     shape, classes = metadata.get("input_shape"), metadata.get("num_classes")
     data_shape = getattr(dataset, "input_shape", None)
     data_classes = getattr(dataset, "num_classes", None)
+    mean = metadata.get("mean")
+    if isinstance(mean, list) and data_shape is not None and len(mean) != data_shape[0]:
+        raise UserError(f"{source} normalises {len(mean)} channels (--normalize or its first "
+                        f"layer), but the {data_name} images have {data_shape[0]}; give one "
+                        "value per channel")
+    names, data_names = metadata.get("classes"), getattr(dataset, "classes", None)
+    if names is not None and data_names is not None and list(names) != list(data_names):
+        raise UserError(f"{source} was trained on the classes {', '.join(map(str, names))} (in "
+                        f"label order), but the {data_name} classes are "
+                        f"{', '.join(data_names)}; its labels would name other classes")
     if shape is not None and data_shape is not None and list(shape) != list(data_shape):
         raise UserError(f"{source} takes images of shape {tuple(shape)}, but the {data_name} "
                         f"images are {tuple(data_shape)}; pass the --dataset it was trained on")
@@ -151,15 +169,31 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
                         "pass the --dataset it was trained on")
 
 
+def model_and_data(args: argparse.Namespace, loaded: LoadedRun) -> dict[str, Any]:
+    """What a row's meaning depends on besides the command's own numbers: the model (its file's
+    digest, the factory that builds it, the normalisation put in front of it) and the images
+    (data set, resolved folder, fingerprint, class names, split, resize and crop). A results
+    file resumes, and certificates are audited, only where all of these are the same."""
+    return {
+        "checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
+        "model_factory": args.model_factory,
+        "normalize": args.normalize,
+        "dataset": loaded.dataset_name, "data_root": loaded.data_root,
+        "data_sha256": loaded.data_sha256,
+        "classes": None if getattr(loaded.dataset, "classes", None) is None
+        else list(loaded.dataset.classes),
+        "split": args.split, "resize": args.resize, "crop": args.crop,
+    }
+
+
 def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,
                  device: torch.device, **specific: Any) -> dict[str, Any]:
-    """The settings recorded beside a results file: what every dataset command shares (model,
-    checkpoint digest, data, selection, seed, device) and the command's own ``specific`` ones."""
+    """The settings recorded beside a results file: what every dataset command shares (model and
+    data, :func:`model_and_data`; selection, seed, device) and the command's own ``specific``
+    ones."""
     return {
-        "command": command, "model": loaded.model_name,
-        "checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
-        "dataset": loaded.dataset_name, "split": args.split, "sigma": args.sigma,
-        **specific,
+        "command": command, "model": loaded.model_name, **model_and_data(args, loaded),
+        "sigma": args.sigma, **specific,
         "skip": args.skip, "max": args.max, "seed": args.seed, "device": device.type,
     }
 
