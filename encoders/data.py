@@ -155,7 +155,7 @@ class ImageDataset(torch.utils.data.Dataset):
         hasher = hashlib.sha256()
         images = self.images.detach().cpu().contiguous()
         hasher.update(f"{images.dtype} {tuple(images.shape)} {self.classes}\n".encode())
-        hasher.update(images.reshape(-1).view(torch.uint8).numpy())
+        hasher.update(images.reshape(-1).view(torch.uint8).numpy().data)
         hasher.update(self.labels.detach().cpu().contiguous().numpy().tobytes())
         return hasher.hexdigest()
 
