@@ -51,6 +51,7 @@ from torch import nn
 from encoders.checkpoint import (
     FORMAT,
     check_checkpoint,
+    check_zip_crc,
     classifier_from_state,
     read_torch_file,
     resolve,
@@ -186,6 +187,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_torchscript(path: Path, mean_std: tuple[list[float], list[float]] | None) -> LoadedModel:
+    check_zip_crc(path)  # an archive carries no digest; torch.jit.load checks no CRC
     try:
         network = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as error:
