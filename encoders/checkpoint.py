@@ -36,9 +36,11 @@ import hashlib
 import math
 import os
 import pickle
+import pickletools
 import platform
 import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -286,21 +288,51 @@ def read_torch_file(path: Path) -> Any:
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if found is None:  # not a pickle of objects at all: random bytes, a truncated file
+        name = found.group(1) if found else _pickled_global(path)
+        if name is None:  # not a pickle of objects at all: random bytes, a truncated file
             raise CheckpointError(
                 f"cannot read checkpoint {path}: damaged or not a torch file"
             ) from error
         raise CheckpointError(
-            f"refused {path}: it holds arbitrary pickled objects such as {found.group(1)}, "
-            f"not just tensors and plain data; it was not loaded"
+            f"refused {path}: it holds arbitrary pickled objects such as {name}, not just "
+            "tensors and plain data, and loading them could run code, so it was not loaded; "
+            "for a whole pickled model, re-save its weights (torch.save(model.state_dict(), "
+            "path)) and name the function that builds the network with --model-factory"
         ) from error
     except Exception as error:  # the unpickler raises many kinds of error on malformed bytes
         raise CheckpointError(
             f"cannot read checkpoint {path}: damaged or not a torch file ({one_line(error)})"
         ) from error
+
+
+def _pickled_global(path: Path) -> str | None:
+    """A class or function that a well-formed pickle names (in a zip, its ``data.pkl``), read
+    without running anything: the first that is not one of torch's own or ``collections``'s;
+    None if the bytes are no well-formed pickle or name none."""
+    names: list[str] = []
+    try:
+        data = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next(name for name in archive.namelist() if name.endswith("data.pkl"))
+                data = archive.read(member)
+        strings: list[str] = []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                names.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(argument, str):
+                strings.append(argument)
+    except (OSError, ValueError, StopIteration, zipfile.BadZipFile, EOFError):
+        return None
+    foreign = [name for name in names if not name.startswith(("torch.", "collections."))]
+    return foreign[0] if foreign else names[0] if names else None
 
 
 def check_checkpoint(payload: Any, path: Path, kind: str | None) -> dict[str, Any]:

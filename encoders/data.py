@@ -378,13 +378,15 @@ def _cifar_batch(entry: object, label_key: bytes, file: str) -> tuple[np.ndarray
     data, labels = entry.get(b"data"), entry.get(label_key)
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{file}: data must be an array of rows of 3072 bytes")
+    if data.dtype != np.uint8:  # a cast would wrap floats and large integers silently
+        raise ValueError(f"{file}: data must hold uint8 pixels (0-255), got {data.dtype}")
     if not isinstance(labels, list) or not all(
         isinstance(label, int) and not isinstance(label, bool) for label in labels
     ):
         raise ValueError(f"{file}: {label_key.decode()} must be a list of integers")
     if len(labels) != len(data):
         raise ValueError(f"{file} holds {len(data)} images but {len(labels)} labels")
-    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels  # (N, 3, 32, 32)
+    return data.reshape(-1, 3, 32, 32), labels  # (N, 3, 32, 32)
 
 
 class _STL10(torchvision.datasets.STL10):

@@ -106,15 +106,51 @@ def decode(path: Path, resize: int | None = None, crop: int | None = None) -> to
 
 def _decode_with_pil(path: Path, resize: int | None, crop: int | None) -> torch.Tensor:
     try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
+        with warnings.catch_warnings():  # PIL's decompression-bomb warning: refused below
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                _check_sizes(path, opened.size, resize, crop)
+                image = opened.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DatasetError(
+            f"refused image {path}: its header claims more pixels than PIL decodes safely "
+            f"(at most {Image.MAX_IMAGE_PIXELS}; a decompression bomb?) ({one_line(error)})"
+        ) from error
     except (OSError, ValueError, UnidentifiedImageError) as error:
+        if isinstance(error, DatasetError):
+            raise
         raise DatasetError(f"cannot read image {path} ({one_line(error)})") from error
     if resize is not None:
         image = TF.resize(image, [resize])
     if crop is not None:
         image = TF.center_crop(image, [crop, crop])
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+
+
+def _check_sizes(path: Path, size: tuple[int, int], resize: int | None,
+                 crop: int | None) -> None:
+    """Refuse, before decoding, a resize that would make the image larger than PIL decodes
+    safely, or a crop larger than the (resized) image, which would pad it with black.
+
+    Raises:
+        DatasetError: naming the image, its size and the option.
+    """
+    width, height = size
+    if resize is not None:
+        scale = resize / min(width, height)
+        width, height = max(resize, round(width * scale)), max(resize, round(height * scale))
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and width * height > limit:
+            raise DatasetError(
+                f"resize {resize} would make image {path} {width} x {height} pixels, more than "
+                f"the {limit} that PIL decodes safely; give a smaller resize"
+            )
+    if crop is not None and crop > min(width, height):
+        raise DatasetError(
+            f"crop {crop} is larger than image {path} ({width} x {height} pixels"
+            f"{' after resizing' if resize is not None else ''}); give a crop of at most "
+            f"{min(width, height)}"
+        )
 
 
 def decode_jpegs(paths: Sequence[Path]) -> list[torch.Tensor]:
@@ -131,7 +167,7 @@ def decode_jpegs(paths: Sequence[Path]) -> list[torch.Tensor]:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its image decoders
             warnings.simplefilter("ignore", DeprecationWarning)
             return list(decode_jpeg(data, mode=ImageReadMode.RGB))
-    except (OSError, RuntimeError):  # PIL decodes each file, naming one that cannot be read
+    except (OSError, RuntimeError, ValueError):  # PIL decodes each, naming one it cannot read
         return [_decode_with_pil(path, None, None) for path in paths]
 
 
@@ -205,7 +241,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             images = [image for start in range(0, len(self), 4096)
                       for image in decode_jpegs(self.paths[start : start + 4096])]
         else:
-            images = [self._read(index) for index in range(len(self))]
+            images = []
+            for index in range(len(self)):  # stop at the first of another size: the eager
+                images.append(self._read(index))  # decision saw the first image only
+                if images[-1].shape != images[0].shape:
+                    break
         sizes = {tuple(image.shape) for image in images}
         if len(sizes) > 1:
             raise DatasetError(
