@@ -94,6 +94,11 @@ def sample_counts(
             f"generator must be on the model's device ({device}), got one on {generator.device}"
         )
     x = x.to(device=device, dtype=_model_dtype(model))
+    if sigma * 16 > torch.finfo(x.dtype).max:  # |N(0, 1)| draws stay far below 16
+        raise ValueError(
+            f"sigma must be at most {torch.finfo(x.dtype).max / 16:.3g}, got {sigma!r}: larger "
+            f"noise overflows the model's {x.dtype} to infinity"
+        )
     # Votes are counted and logits checked on the device, batch by batch, and read back once at
     # the end: reading them per batch would wait for the GPU at every batch, and keeping every
     # vote would take memory growing with num.
@@ -107,6 +112,9 @@ def sample_counts(
                 (this_batch, *x.shape), generator=generator, device=device, dtype=x.dtype
             )  # (B, C, H, W)
             logits = model(noise.mul_(sigma).add_(x))  # (B, K)
+            if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+                kind = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model must return floating-point logits (B, K), got {kind}")
             if logits.dim() != 2 or logits.shape[0] != this_batch or logits.shape[1] < 2:
                 raise ValueError(
                     f"model must map a batch (B, C, H, W) to logits (B, K) with K >= 2, "

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from certify.attacks.pgd import check_batch
+from certify.attacks.pgd import check_batch, check_differentiable, check_eps_in_box
 from certify.attacks.projection import ascent_direction, project
 from certify.checks import check_count, check_positive
 from certify.sampling import evaluating
@@ -83,6 +83,7 @@ def smoothadv_pgd(
     """
     check_batch(pixels, labels)
     check_positive("epsilon", epsilon)
+    check_eps_in_box("epsilon", epsilon, "l2", tuple(pixels.shape[1:]))
     check_count("steps", steps)
     if noise.dim() != 5 or noise.shape[1:] != pixels.shape or noise.shape[0] < 1:
         raise ValueError(
@@ -99,6 +100,7 @@ def smoothadv_pgd(
         for _ in range(steps):
             delta.requires_grad_(True)
             objective = soft_smoothed_nll(model, clean + delta, labels, noise)  # (B,)
+            check_differentiable(objective)
             (grad,) = torch.autograd.grad(objective.sum(), delta)
             step = step_size * ascent_direction(grad, "l2")
             delta = project(delta.detach() + step, clean, radii, "l2")

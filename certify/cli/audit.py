@@ -32,6 +32,7 @@ from certify.cli.common import (
 )
 from certify.cli.loading import (
     LoadedRun,
+    check_model_gradients,
     default_out,
     image_generator,
     load_run,
@@ -129,6 +130,7 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
 def run_audit(args: argparse.Namespace) -> int:
     loaded = load_run(args, args.sigma)
     model, dataset = loaded.model, loaded.dataset
+    check_model_gradients(model, dataset, loaded.model_name, "the audit's attack eot-pgd")
     device = model_device(model)
     given = certificates_to_audit(args, loaded)
     config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,

@@ -17,15 +17,54 @@ import numpy as np
 import torch
 
 from certify.cli.common import UserError, non_negative_int, positive_int
-from certify.sampling import model_device
+from certify.sampling import evaluating, model_device
 from encoders.errors import one_line
+
+
+class ModelError(ValueError):
+    """The user's model raised an exception or returned something other than logits."""
+
+
+class ReportingModel(torch.nn.Module):
+    """A loaded model whose failures name it: an exception raised inside it (TorchScript's
+    ``torch.jit.Error``, anything a factory's module raises) or an output that is not a
+    floating-point tensor of logits (B, K) becomes a one-line :class:`ModelError` naming the
+    model (the traceback shows under ``CERTIFY_DEBUG=1``); running out of memory and Ctrl-C pass
+    through as they are."""
+
+    def __init__(self, network: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.network = network
+        self.name = name
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        try:
+            output = self.network(batch)
+        except (MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as error:
+            # TorchScript's errors hold the scripted traceback, then the error on its last line.
+            lines = str(error).strip().splitlines()
+            message = lines[-1] if "Traceback" in str(error) and lines else one_line(error)
+            raise ModelError(f"the model {self.name} raised {type(error).__name__}: "
+                             f"{' '.join(message.split())}") from error
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            kind = (f"a {output.dtype} tensor" if isinstance(output, torch.Tensor)
+                    else f"a {type(output).__name__}")
+            raise ModelError(f"the model {self.name} returns {kind}, not floating-point logits "
+                             "(B, K); make its forward return the logits tensor alone")
+        if output.dim() != 2 or output.shape[0] != batch.shape[0]:
+            raise ModelError(f"the model {self.name} returns an output of shape "
+                             f"{tuple(output.shape)} for {batch.shape[0]} images, not logits "
+                             f"({batch.shape[0]}, K)")
+        return output
 
 
 class LoadedRun(NamedTuple):
     """A model and its data, as the commands use them.
 
     Attributes:
-        model: on the requested device, in eval mode.
+        model: on the requested device, in eval mode, as a :class:`ReportingModel`.
         dataset: indexable, yielding (image (C, H, W) in [0, 1], label).
         metadata: the checkpoint's metadata plus ``checkpoint_sha256`` of its file.
         model_name: the --model given (or the shipped model's name).
@@ -113,7 +152,7 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
                         "name it with --dataset")
     dataset = load_dataset(dataset_name, args.split, args.data_root, resize=args.resize,
                            crop=args.crop)
-    model = model.to(device).eval()
+    model = ReportingModel(model, str(source)).to(device).eval()
     check_model_fits_data(model, metadata, source, dataset, f"{dataset_name} {args.split}")
     data_root = None if dataset_name == "digits" else str(
         Path(args.data_root or default_root()).resolve())
@@ -131,7 +170,8 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
     Raises:
         UserError: naming the checkpoint and what is wrong.
     """
-    broken = [name for name, tensor in model.state_dict().items()
+    network = model.network if isinstance(model, ReportingModel) else model
+    broken = [name for name, tensor in network.state_dict().items()
               if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     if broken:
         raise UserError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}); "
@@ -157,16 +197,30 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
         try:
             with torch.inference_mode():
                 logits = model(image)
-        except RuntimeError as error:
-            raise UserError(f"{source} does not accept the {data_name} images of shape "
-                            f"{tuple(image.shape[1:])} ({one_line(error)})") from None
-        if logits.dim() != 2:
-            raise UserError(f"{source} returns an output of shape {tuple(logits.shape)} for one "
-                            "image, not logits (1, K)")
+        except ModelError as error:
+            raise UserError(f"{error} on the {data_name} images of shape "
+                            f"{tuple(image.shape[1:])}") from error
         classes = logits.shape[1]
     if classes is not None and data_classes is not None and classes != data_classes:
         raise UserError(f"{source} has {classes} classes, but {data_name} has {data_classes}; "
                         "pass the --dataset it was trained on")
+
+
+def check_model_gradients(model: torch.nn.Module, dataset: Any, source: Any,
+                          attacks: str) -> None:
+    """Refuse, before the first image, a model whose output has no gradient with respect to its
+    input (it thresholds, or runs under no_grad): ``attacks`` ascend that gradient.
+
+    Raises:
+        UserError: naming the model and the attacks.
+    """
+    image = dataset[0][0].unsqueeze(0).to(model_device(model)).requires_grad_(True)  # (1, C, H, W)
+    with evaluating(model), torch.enable_grad():
+        logits = model(image)
+    if not logits.requires_grad:
+        raise UserError(f"{source} gives no gradient with respect to its input (its output does "
+                        f"not require grad), and {attacks} ascend that gradient; certify and "
+                        "predict need none")
 
 
 def model_and_data(args: argparse.Namespace, loaded: LoadedRun) -> dict[str, Any]:
