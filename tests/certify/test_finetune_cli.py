@@ -15,7 +15,7 @@ def captured(monkeypatch, tmp_path):
     """The (config, attack) the command would train with, without training."""
     calls = []
 
-    def fake_finetune(config, progress=False, should_stop=None, attack=None):
+    def fake_finetune(config, progress=False, attack=None, should_stop=None):
         calls.append((config, attack))
         return tmp_path / "x.pt"
 
