@@ -150,3 +150,28 @@ def test_a_protocol_4_pickle_of_objects_is_refused_not_called_damaged(tmp_path):
     message = str(raised.value)
     assert message.startswith(f"refused {path}") and "Planted" in message
     assert "damaged" not in message
+
+
+def test_jpeg_files_of_another_size_than_the_first_are_refused_before_decoding(tmp_path,
+                                                                            monkeypatch):
+    from PIL import Image
+
+    import encoders.folders
+
+    for i, size in enumerate([(8, 8)] + [(900, 700)] * 3):
+        path = tmp_path / "test" / "only" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((*size, 3), dtype=np.uint8)).save(path)
+    decoded = []
+    decode_jpeg = encoders.folders.decode_jpeg
+
+    def counting(data, mode):
+        decoded.append(len(data))
+        return decode_jpeg(data, mode=mode)
+
+    monkeypatch.setattr(encoders.folders, "decode_jpeg", counting)
+    with pytest.raises(DatasetError, match="differ in size.*1.jpg 700 x 900"):
+        load_dataset("folder", "test", tmp_path)
+    assert decoded == [1]  # image 0 alone, for the shape the eager decision needs
+    assert encoders.folders.jpeg_size((tmp_path / "test" / "only" / "1.jpg").read_bytes()) == (
+        900, 700)
