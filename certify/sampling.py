@@ -46,6 +46,17 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
+def check_sigma_fits(model: torch.nn.Module, sigma: float) -> None:
+    """Raise ValueError naming sigma if noise of that level overflows the model's floating-point
+    type (the votes would then be those of infinite inputs, whatever the model)."""
+    largest = torch.finfo(_model_dtype(model)).max
+    if sigma * 16 > largest:  # |N(0, 1)| draws stay far below 16
+        raise ValueError(
+            f"sigma must be at most {largest / 16:.3g}, got {sigma!r}: larger noise overflows "
+            f"the model's {_model_dtype(model)} to infinity"
+        )
+
+
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.is_floating_point():
@@ -93,12 +104,8 @@ def sample_counts(
         raise ValueError(
             f"generator must be on the model's device ({device}), got one on {generator.device}"
         )
+    check_sigma_fits(model, sigma)
     x = x.to(device=device, dtype=_model_dtype(model))
-    if sigma * 16 > torch.finfo(x.dtype).max:  # |N(0, 1)| draws stay far below 16
-        raise ValueError(
-            f"sigma must be at most {torch.finfo(x.dtype).max / 16:.3g}, got {sigma!r}: larger "
-            f"noise overflows the model's {x.dtype} to infinity"
-        )
     # Votes are counted and logits checked on the device, batch by batch, and read back once at
     # the end: reading them per batch would wait for the GPU at every batch, and keeping every
     # vote would take memory growing with num.

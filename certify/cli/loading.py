@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from certify.cli.common import UserError, non_negative_int, positive_int
-from certify.sampling import evaluating, model_device
+from certify.sampling import check_sigma_fits, evaluating, model_device
 from encoders.errors import one_line
 
 
@@ -153,6 +153,7 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     dataset = load_dataset(dataset_name, args.split, args.data_root, resize=args.resize,
                            crop=args.crop)
     model = ReportingModel(model, str(source)).to(device).eval()
+    check_sigma_fits(model, sigma)  # before any file is written
     check_model_fits_data(model, metadata, source, dataset, f"{dataset_name} {args.split}")
     data_root = None if dataset_name == "digits" else str(
         Path(args.data_root or default_root()).resolve())

@@ -182,6 +182,7 @@ def test_a_sigma_that_overflows_float32_is_named(nets, tmp_path, capsys):
     assert main(run(tmp_path / "r.tsv", "--model", str(weights), "--model-factory",
                     f"{module}:Linear", "--sigma", "1e308")) == 2
     assert "sigma must be at most" in one_line_error(capsys)
+    assert not (tmp_path / "r.tsv").exists()
     with pytest.raises(ValueError, match="sigma must be at most"):
         sample_counts(Returns(lambda batch: batch.flatten(1)), torch.rand(1, 8, 8), 1e308, 10, 5)
 
