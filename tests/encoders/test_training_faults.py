@@ -81,13 +81,17 @@ def test_cause9_a_writable_out_passes(tmp_path) -> None:
 def test_a_second_training_run_on_the_same_out_is_refused(tmp_path, stage) -> None:
     from encoders.training import output_lock
 
+    from encoders.data import ImageDataset, load_dataset
+
+    digits = load_dataset("digits", "train")
+    train = ImageDataset(digits.images[:64], digits.labels[:64], 10)
     out = tmp_path / "model.pt"
     if stage == "finetune":
         run = lambda: finetune(FinetuneConfig(sigma=0.25, out=str(out), epochs=1,  # noqa: E731
-                                              batch_size=512, device="cpu"))
+                                              batch_size=32, device="cpu"), train=train)
     else:
         run = lambda: pretrain(PretrainConfig(out=str(out), epochs=1,  # noqa: E731
-                                              batch_size=512, device="cpu"))
+                                              batch_size=32, device="cpu"), train=train)
     with output_lock(out):  # another run, training now
         with pytest.raises(ValueError, match=f"{out.name} is in use by another training run"):
             run()
