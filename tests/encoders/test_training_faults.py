@@ -79,9 +79,8 @@ def test_cause9_a_writable_out_passes(tmp_path) -> None:
 
 @pytest.mark.parametrize("stage", ["finetune", "pretrain"])
 def test_a_second_training_run_on_the_same_out_is_refused(tmp_path, stage) -> None:
-    from encoders.training import output_lock
-
     from encoders.data import ImageDataset, load_dataset
+    from encoders.training import output_lock
 
     digits = load_dataset("digits", "train")
     train = ImageDataset(digits.images[:64], digits.labels[:64], 10)
