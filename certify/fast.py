@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certify.sampling import model_device
+from certify.sampling import evaluating, model_device
 
 BATCH_CANDIDATES = (100, 250, 500, 1000, 2000, 5000, 10_000)
 """Batch sizes tried by :func:`fastest_batch_size`."""
@@ -86,7 +86,7 @@ def fastest_batch_size(
         raise ValueError("candidates must name at least one batch size")
     device = model_device(model)
     batches: dict[int, torch.Tensor] = {}
-    with torch.inference_mode():
+    with evaluating(model), torch.inference_mode():
         for batch_size in sorted(candidates):
             try:
                 batches[batch_size] = torch.rand((batch_size, *input_shape), device=device)

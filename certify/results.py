@@ -111,6 +111,42 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     return recorded
 
 
+OUTPUTS_KEY = "outputs"
+"""The entry of a settings file that lists the files a run made beside its results file (such as
+the figure of ``certify --plot``): a record of what was made, not a setting, so never compared;
+``--overwrite`` removes exactly these and nothing else."""
+
+
+def record_output(path: str | os.PathLike[str], made: Path) -> None:
+    """Add ``made``, a file beside the results file ``path`` that this run wrote, to the files
+    its settings record (:data:`OUTPUTS_KEY`), so that overwriting the run removes it.
+
+    Raises:
+        ResultsConflictError: if the settings file is missing or unreadable.
+        ValueError: if ``made`` is not in the results file's folder.
+    """
+    path = Path(path)
+    if made.parent.resolve() != path.parent.resolve():
+        raise ValueError(f"{made} is not beside {path}")
+    recorded = read_settings(path)
+    outputs = [name for name in recorded.get(OUTPUTS_KEY, []) if isinstance(name, str)]
+    if made.name not in outputs:
+        recorded[OUTPUTS_KEY] = [*outputs, made.name]
+        write_atomically(settings_path(path), json.dumps(recorded, indent=1) + "\n")
+
+
+def _remove_recorded_outputs(path: Path) -> None:
+    """Remove the regular files beside ``path`` that its settings record as made by its run."""
+    try:
+        outputs = read_settings(path).get(OUTPUTS_KEY, [])
+    except ResultsConflictError:
+        return
+    for name in outputs if isinstance(outputs, list) else []:
+        made = path.with_name(name) if isinstance(name, str) and name == Path(name).name else None
+        if made is not None and made != path and made.is_file() and not made.is_symlink():
+            made.unlink()
+
+
 def check_results_path(path: Path) -> None:
     """Refuse a path that cannot hold a results file: a folder, something that is not a regular
     file (a device, a FIFO, a socket), or a path below a file.
@@ -238,6 +274,8 @@ class ResultsFile:
             raise
 
     def _create(self) -> None:
+        if self.path.exists():  # replaced: what its run made beside it no longer describes it
+            _remove_recorded_outputs(self.path)
         write_atomically(settings_path(self.path), json.dumps(self.settings, indent=1) + "\n")
         write_atomically(self.path, "\t".join(self.columns) + "\n")
 
@@ -249,6 +287,7 @@ class ResultsFile:
                 f"{self.path} exists but {error}; pass --overwrite to replace it or choose "
                 "another --out"
             ) from None
+        recorded.pop(OUTPUTS_KEY, None)
         if recorded != self.settings:
             changed = sorted(
                 key for key in recorded.keys() | self.settings.keys()

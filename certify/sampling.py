@@ -7,6 +7,9 @@ drawn on the model's device in batches, never all at once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from certify.checks import check_count, check_image, check_positive
@@ -17,6 +20,41 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run ``model`` in eval mode inside the block, then give every submodule back the mode it had.
+
+    A base classifier left in training mode would normalise each batch of noisy copies by that
+    batch's own BatchNorm statistics (and update the caller's running statistics): the votes
+    would then depend on each other, which the binomial bounds forbid, and on the batch size.
+    Every function of the library that runs a model does so inside this block (as torchattacks
+    switches and restores the mode around an attack); submodules the caller froze in eval mode
+    inside a training model stay so afterwards.
+
+    Example:
+        >>> with evaluating(model):
+        ...     logits = model(batch)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def check_sigma_fits(model: torch.nn.Module, sigma: float) -> None:
+    """Raise ValueError naming sigma if noise of that level overflows the model's floating-point
+    type (the votes would then be those of infinite inputs, whatever the model)."""
+    largest = torch.finfo(_model_dtype(model)).max
+    if sigma * 16 > largest:  # |N(0, 1)| draws stay far below 16
+        raise ValueError(
+            f"sigma must be at most {largest / 16:.3g}, got {sigma!r}: larger noise overflows "
+            f"the model's {_model_dtype(model)} to infinity"
+        )
 
 
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -66,12 +104,13 @@ def sample_counts(
         raise ValueError(
             f"generator must be on the model's device ({device}), got one on {generator.device}"
         )
+    check_sigma_fits(model, sigma)
     x = x.to(device=device, dtype=_model_dtype(model))
     # Votes are counted and logits checked on the device, batch by batch, and read back once at
     # the end: reading them per batch would wait for the GPU at every batch, and keeping every
     # vote would take memory growing with num.
     counts: torch.Tensor | None = None  # (K,), made once the first batch tells K
-    with torch.inference_mode():
+    with evaluating(model), torch.inference_mode():
         finite = torch.ones((), dtype=torch.bool, device=device)
         drawn = 0
         while drawn < num:
@@ -80,6 +119,9 @@ def sample_counts(
                 (this_batch, *x.shape), generator=generator, device=device, dtype=x.dtype
             )  # (B, C, H, W)
             logits = model(noise.mul_(sigma).add_(x))  # (B, K)
+            if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+                kind = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model must return floating-point logits (B, K), got {kind}")
             if logits.dim() != 2 or logits.shape[0] != this_batch or logits.shape[1] < 2:
                 raise ValueError(
                     f"model must map a batch (B, C, H, W) to logits (B, K) with K >= 2, "

@@ -11,8 +11,9 @@ A checkpoint is a ``torch.save``-d dict of plain types and tensors only::
 ``sha256`` is the digest of everything else in the file (:func:`content_digest`), recorded when
 saving and verified when loading: the zip container that ``torch.save`` writes checks no CRC when
 read, so without it a few flipped bytes inside the tensor data would load as altered weights.
-Checkpoints written before the digest existed (the shipped models among them) have none and load
-unverified.
+The shipped models carry it too. A zip-format file without it (a checkpoint written before the
+digest existed, Cohen et al.'s format, a state dict, a TorchScript archive) has its members'
+CRC-32 checked instead (:func:`check_zip_crc`), which catches the same damage.
 
 It is written atomically (a temporary file in the same folder, then ``os.replace``) and read
 with ``torch.load(weights_only=True)``, which refuses to build arbitrary Python objects, so
@@ -35,9 +36,12 @@ import hashlib
 import math
 import os
 import pickle
+import pickletools
 import platform
 import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -244,29 +248,91 @@ def load_checkpoint(source: str | os.PathLike, kind: str | None = "classifier") 
     return check_checkpoint(read_torch_file(path), path, kind)
 
 
+def check_zip_crc(path: Path) -> None:
+    """Refuse a zip-format file (what ``torch.save`` and ``torch.jit.save`` write) in which a
+    member's bytes do not match the CRC-32 the archive records for them; other files pass.
+
+    torch's zip reader checks no CRC, so without this a flipped byte inside the tensor data loads
+    as an altered weight. It reads the whole file once (about 0.1 s for 100 MB).
+
+    Raises:
+        CheckpointError: naming the file and the damaged member.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: damaged zip ({one_line(error)})") from error
+    if damaged is not None:
+        raise CheckpointError(
+            f"{path} is damaged: its member {damaged} does not match the CRC-32 recorded for it "
+            "(bytes changed on disk or in transfer); copy or download it again"
+        )
+
+
 def read_torch_file(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` onto the CPU, with one-line errors.
+    """``torch.load(path, weights_only=True)`` onto the CPU, with one-line errors; a file that
+    carries no digest of our format has its zip CRCs checked (:func:`check_zip_crc`).
 
     Raises:
         CheckpointError: if the file is damaged or not a torch file, or holds arbitrary pickled
             objects (refused, never executed).
     """
+    payload = _torch_load(path)
+    if not (isinstance(payload, dict) and DIGEST_KEY in payload):
+        check_zip_crc(path)
+    return payload
+
+
+def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if found is None:  # not a pickle of objects at all: random bytes, a truncated file
+        name = found.group(1) if found else _pickled_global(path)
+        if name is None:  # not a pickle of objects at all: random bytes, a truncated file
             raise CheckpointError(
                 f"cannot read checkpoint {path}: damaged or not a torch file"
             ) from error
         raise CheckpointError(
-            f"refused {path}: it holds arbitrary pickled objects such as {found.group(1)}, "
-            f"not just tensors and plain data; it was not loaded"
+            f"refused {path}: it holds arbitrary pickled objects such as {name}, not just "
+            "tensors and plain data, and loading them could run code, so it was not loaded; "
+            "for a whole pickled model, re-save its weights (torch.save(model.state_dict(), "
+            "path)) and name the function that builds the network with --model-factory"
         ) from error
     except Exception as error:  # the unpickler raises many kinds of error on malformed bytes
         raise CheckpointError(
             f"cannot read checkpoint {path}: damaged or not a torch file ({one_line(error)})"
         ) from error
+
+
+def _pickled_global(path: Path) -> str | None:
+    """A class or function that a well-formed pickle names (in a zip, its ``data.pkl``), read
+    without running anything: the first that is not one of torch's own or ``collections``'s;
+    None if the bytes are no well-formed pickle or name none."""
+    names: list[str] = []
+    try:
+        data = path.read_bytes()
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next(name for name in archive.namelist() if name.endswith("data.pkl"))
+                data = archive.read(member)
+        strings: list[str] = []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                names.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(argument, str):
+                strings.append(argument)
+    except (OSError, ValueError, StopIteration, zipfile.BadZipFile, EOFError):
+        return None
+    foreign = [name for name in names if not name.startswith(("torch.", "collections."))]
+    return foreign[0] if foreign else names[0] if names else None
 
 
 def check_checkpoint(payload: Any, path: Path, kind: str | None) -> dict[str, Any]:

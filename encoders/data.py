@@ -37,8 +37,10 @@ Example:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,15 +109,25 @@ class ImageDataset(torch.utils.data.Dataset):
     Items are (FloatTensor (C, H, W) in [0, 1], int); :meth:`batch` gathers many at once.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        num_classes: int,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         if images.dim() != 4 or labels.shape != (images.shape[0],):
             raise ValueError(
                 f"images must be (N, C, H, W) and labels (N,), got {tuple(images.shape)}, "
                 f"{tuple(labels.shape)}"
             )
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"classes must name {num_classes} classes, got {list(classes)}")
         self.images = images
         self.labels = labels.long()
         self.num_classes = num_classes
+        self.classes = None if classes is None else tuple(classes)
+        """The class names in label order where the data names them (image folders), else None."""
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -134,7 +146,18 @@ class ImageDataset(torch.utils.data.Dataset):
     def to(self, device: torch.device | str) -> ImageDataset:
         """The same data set with its tensors on ``device``, so that :meth:`batch` gathers and
         converts there (a training loop then never copies pixels from the host)."""
-        return ImageDataset(self.images.to(device), self.labels.to(device), self.num_classes)
+        return ImageDataset(self.images.to(device), self.labels.to(device), self.num_classes,
+                            self.classes)
+
+    def fingerprint(self) -> str:
+        """The SHA-256 of every image's pixels, the labels and the class names: equal for the
+        same images in the same order, different if any pixel, label or name differs."""
+        hasher = hashlib.sha256()
+        images = self.images.detach().cpu().contiguous()
+        hasher.update(f"{images.dtype} {tuple(images.shape)} {self.classes}\n".encode())
+        hasher.update(images.reshape(-1).view(torch.uint8).numpy().data)
+        hasher.update(self.labels.detach().cpu().contiguous().numpy().tobytes())
+        return hasher.hexdigest()
 
     @staticmethod
     def _pixels(images: torch.Tensor) -> torch.Tensor:
@@ -252,7 +275,7 @@ def _image_folder(
             f"{name} {split} split is missing or damaged ({one_line(error)}); put "
             + _WHERE[name].format(files=", ".join(classes or ()), root=root)
         ) from error
-    return ImageDataset(images, folder.labels, folder.num_classes)
+    return ImageDataset(images, folder.labels, folder.num_classes, folder.classes)
 
 
 def _expected_files(name: str) -> str:
@@ -355,13 +378,15 @@ def _cifar_batch(entry: object, label_key: bytes, file: str) -> tuple[np.ndarray
     data, labels = entry.get(b"data"), entry.get(label_key)
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{file}: data must be an array of rows of 3072 bytes")
+    if data.dtype != np.uint8:  # a cast would wrap floats and large integers silently
+        raise ValueError(f"{file}: data must hold uint8 pixels (0-255), got {data.dtype}")
     if not isinstance(labels, list) or not all(
         isinstance(label, int) and not isinstance(label, bool) for label in labels
     ):
         raise ValueError(f"{file}: {label_key.decode()} must be a list of integers")
     if len(labels) != len(data):
         raise ValueError(f"{file} holds {len(data)} images but {len(labels)} labels")
-    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels  # (N, 3, 32, 32)
+    return data.reshape(-1, 3, 32, 32), labels  # (N, 3, 32, 32)
 
 
 class _STL10(torchvision.datasets.STL10):

@@ -54,6 +54,7 @@ from encoders.training import (
     epoch_batches,
     epoch_generator,
     on_device,
+    output_lock,
     resolve_device,
     step_lr,
 )
@@ -160,6 +161,10 @@ def _check(config: FinetuneConfig) -> None:
     if config.lr_step_epochs < 1 or not 0 < config.lr_gamma <= 1:
         raise ValueError("lr_step_epochs must be >= 1 and lr_gamma in (0, 1]")
     check_output_path(config.out)
+    _check_not_written(config)
+
+
+def _check_not_written(config: FinetuneConfig) -> None:
     if Path(config.out).exists():
         raise ValueError(
             f"{config.out} exists; remove it or choose another --out (nothing is overwritten)"
@@ -268,10 +273,23 @@ def finetune(
 
     Raises:
         ValueError: for a bad configuration, a missing data set or checkpoint, an existing
-            ``out``, or a partial checkpoint of another recipe.
+            ``out``, another run training on the same ``out`` (the whole run holds its lock,
+            :func:`encoders.training.output_lock`), or a partial checkpoint of another recipe.
     """
     _check(config)
     check_recipe(config.recipe, attack)
+    with output_lock(config.out):
+        _check_not_written(config)  # again: a run that held the lock may have finished
+        return _train(config, progress, should_stop, train, attack)
+
+
+def _train(
+    config: FinetuneConfig,
+    progress: bool,
+    should_stop: Callable[[int], bool] | None,
+    train: ImageDataset | None,
+    attack: Attack | None,
+) -> Path:
     device = resolve_device(config.device)
     if train is None:
         train = load_training_split(config.dataset, config.root)
@@ -296,33 +314,34 @@ def finetune(
         desc=f"noise training sigma={config.sigma}",
         disable=not progress,
     )
-    for epoch in range(start_epoch, config.epochs):
-        generator = epoch_generator(config.seed, epoch, 0, device)
-        model.train()
-        if frozen:
-            model.encoder.eval()  # frozen batch-norm statistics too
-        total = 0.0
-        batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)
-        for step, indices in enumerate(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, epoch, step, steps)
-            pixels, labels = data.batch(indices)
-            loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
-                              config.sigma, config.augment, generator, speed, config.recipe,
-                              epoch, attack)
-            check_finite_loss(loss, epoch, step)
-            total += loss
-            bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
-        history.append(total / len(batches))
-        training_state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                          "history": history}
-        save_checkpoint(config.partial_path, "classifier", metadata, model.state_dict(),
-                        training_state)
-        if epoch + 1 < config.epochs and should_stop is not None and should_stop(epoch + 1):
-            bar.close()
-            return config.partial_path
-    bar.close()
+    try:  # the bar ends its line before an error is reported
+        for epoch in range(start_epoch, config.epochs):
+            generator = epoch_generator(config.seed, epoch, 0, device)
+            model.train()
+            if frozen:
+                model.encoder.eval()  # frozen batch-norm statistics too
+            total = 0.0
+            batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)
+            for step, indices in enumerate(batches):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, epoch, step, steps)
+                pixels, labels = data.batch(indices)
+                loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
+                                  config.sigma, config.augment, generator, speed, config.recipe,
+                                  epoch, attack)
+                check_finite_loss(loss, epoch, step)
+                total += loss
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+            history.append(total / len(batches))
+            training_state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                              "history": history}
+            save_checkpoint(config.partial_path, "classifier", metadata, model.state_dict(),
+                            training_state)
+            if epoch + 1 < config.epochs and should_stop is not None and should_stop(epoch + 1):
+                return config.partial_path
+    finally:
+        bar.close()
     check_finite_weights(model)
     save_checkpoint(config.out, "classifier", metadata, model.state_dict(),
                     {"epoch": config.epochs, "history": history})
@@ -345,7 +364,7 @@ def _metadata(
         architecture=architecture,
         pretrain=pretrain_recipe,
     )
-    return {
+    metadata = {
         "architecture": architecture,
         "dataset": config.dataset,
         "sigma": float(config.sigma),
@@ -354,6 +373,10 @@ def _metadata(
         "recipe": recipe,
         "versions": versions(),
     }
+    classes = getattr(train, "classes", None)
+    if classes is not None:  # an image folder's names, in label order
+        metadata["classes"] = list(classes)
+    return metadata
 
 
 def _resume(

@@ -40,6 +40,8 @@ import importlib.util
 import math
 import os
 import re
+import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +53,7 @@ from torch import nn
 from encoders.checkpoint import (
     FORMAT,
     check_checkpoint,
+    check_zip_crc,
     classifier_from_state,
     read_torch_file,
     resolve,
@@ -186,8 +189,11 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_torchscript(path: Path, mean_std: tuple[list[float], list[float]] | None) -> LoadedModel:
+    check_zip_crc(path)  # an archive carries no digest; torch.jit.load checks no CRC
     try:
-        network = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch deprecates TorchScript in a FutureWarning
+            warnings.simplefilter("ignore", FutureWarning)
+            network = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as error:
         raise CheckpointError(
             f"cannot read TorchScript archive {path} ({one_line(error)})"
@@ -210,9 +216,7 @@ def _load_with_factory(
     network = build_from_factory(spec)
     if _is_torchscript(path):
         raise CheckpointError(f"{path} is a TorchScript archive: load it without a factory")
-    state_dict = _state_dict_in(read_torch_file(path), path)
-    if all(key.startswith("module.") for key in state_dict):
-        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    state_dict = _fit_prefix(_state_dict_in(read_torch_file(path), path), network.state_dict())
     load_state_strictly(network, state_dict, f"the network of factory {spec!r}", path)
     metadata = {
         "format": "state-dict",
@@ -224,6 +228,27 @@ def _load_with_factory(
         **_normalization_metadata(mean_std),
     }
     return LoadedModel(_with_normalization(network, mean_std).eval(), metadata)
+
+
+WRAPPER_PREFIXES = ("module.", "1.", "1.module.")
+"""Prefixes that wrappers put before every key of a network's state dict: DataParallel's
+``module.``, and Cohen et al.'s ``Sequential(NormalizeLayer, network)``, whose normalisation
+layer saves no weights, so every key starts with ``1.`` (``1.module.`` in DataParallel)."""
+
+
+def _fit_prefix(
+    state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The state dict with a wrapper's prefix (:data:`WRAPPER_PREFIXES`) dropped where every key
+    has it and dropping it makes the keys fit the network's; otherwise as it is."""
+    if set(state_dict) == set(expected):
+        return state_dict
+    for prefix in sorted(WRAPPER_PREFIXES, key=len, reverse=True):
+        if all(key.startswith(prefix) for key in state_dict):
+            stripped = {key.removeprefix(prefix): value for key, value in state_dict.items()}
+            if set(stripped) <= set(expected):
+                return stripped
+    return state_dict
 
 
 def _state_dict_in(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -274,7 +299,7 @@ def build_from_factory(spec: str) -> nn.Module:
     function = _resolve_function(found.group("module"), found.group("name"), spec)
     try:
         network = function(*arguments, **keywords)
-    except Exception as error:  # the user's code: report any failure on one line
+    except (Exception, SystemExit) as error:  # the user's code: any failure is one line
         raise ValueError(
             f"factory {spec!r} raised {type(error).__name__}: {one_line(error)}"
         ) from error
@@ -304,11 +329,21 @@ def _literal_arguments(text: str, spec: str) -> tuple[list[Any], dict[str, Any]]
 
 
 def _resolve_function(module_name: str, name: str, spec: str) -> Callable[..., Any]:
+    """The callable ``name`` of a module, importing it (a ``.py`` file as Python runs a script:
+    its folder goes first on the import path, so it imports its neighbours)."""
+    if module_name.startswith("."):
+        raise ValueError(
+            f"factory {spec!r}: {module_name!r} is a relative module name; name the module in "
+            "full (package.module) or give the path of its .py file"
+        )
+    if module_name.endswith(".py") and not Path(module_name).is_file():
+        raise ValueError(f"factory {spec!r}: no file {module_name!r}")
     try:
         if module_name.endswith(".py"):
             file = Path(module_name)
-            if not file.is_file():
-                raise ValueError(f"factory {spec!r}: no file {module_name!r}")
+            folder = str(file.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
             module_spec = importlib.util.spec_from_file_location(file.stem, file)
             if module_spec is None or module_spec.loader is None:
                 raise ImportError(f"not a Python module: {module_name}")
@@ -319,6 +354,11 @@ def _resolve_function(module_name: str, name: str, spec: str) -> Callable[..., A
     except (ImportError, SyntaxError) as error:
         raise ValueError(
             f"factory {spec!r}: cannot import {module_name!r} ({one_line(error)})"
+        ) from error
+    except (Exception, SystemExit) as error:  # raised by the module's own code as it ran
+        raise ValueError(
+            f"factory {spec!r}: importing {module_name!r} raised {type(error).__name__}: "
+            f"{one_line(error)}"
         ) from error
     try:
         function = functools.reduce(getattr, name.split("."), module)

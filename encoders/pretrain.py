@@ -19,6 +19,7 @@ gathered from all processes, so the loss is that of the global batch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from encoders.training import (
     epoch_batches,
     epoch_generator,
     on_device,
+    output_lock,
     start_processes,
     stop_processes,
 )
@@ -202,13 +204,16 @@ def pretrain(
         state dict (normalize, encoder, projector) and training_state (epoch, optimizer, history).
 
     Raises:
-        ValueError: for a bad configuration, a missing data set, or an existing checkpoint of
-            another recipe at ``config.out``.
+        ValueError: for a bad configuration, a missing data set, an existing checkpoint of
+            another recipe at ``config.out``, or another run training on it (the whole run holds
+            its lock, :func:`encoders.training.output_lock`).
     """
     _check(config)
     processes = start_processes(config.device)
     try:
-        return _run(config, processes, progress, should_stop, train)
+        # One process writes the checkpoint, so it alone holds the lock of the output.
+        with output_lock(config.out) if processes.is_main else contextlib.nullcontext():
+            return _run(config, processes, progress, should_stop, train)
     finally:
         stop_processes(processes)
 
@@ -270,43 +275,45 @@ def _run(
         desc="simclr",
         disable=not (progress and processes.is_main),
     )
-    for epoch in range(start_epoch, config.epochs):
-        generator = epoch_generator(config.seed, epoch, processes.rank, device)
-        batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, processes)
-        model.train()
-        total = 0.0
-        for step, indices in enumerate(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
-            loss = simclr_step(
-                trained,
-                optimizer,
-                data.batch(indices)[0].to(device),
-                config.temperature,
-                augment_config,
-                generator,
-                processes,
-                speed,
-            )
-            check_finite_loss(loss, epoch, step)
-            total += loss
-            bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
-        history.append(total / len(batches))
-        if processes.is_main:
-            check_finite_weights(model)
-            save_checkpoint(
-                out,
-                "simclr",
-                metadata,
-                model.state_dict(),
-                {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history},
-            )
-        if processes.distributed:
-            dist.barrier()
-        if _agreed(should_stop is not None and should_stop(epoch + 1), processes):
-            break
-    bar.close()
+    try:  # the bar ends its line before an error is reported
+        for epoch in range(start_epoch, config.epochs):
+            generator = epoch_generator(config.seed, epoch, processes.rank, device)
+            batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, processes)
+            model.train()
+            total = 0.0
+            for step, indices in enumerate(batches):
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
+                loss = simclr_step(
+                    trained,
+                    optimizer,
+                    data.batch(indices)[0].to(device),
+                    config.temperature,
+                    augment_config,
+                    generator,
+                    processes,
+                    speed,
+                )
+                check_finite_loss(loss, epoch, step)
+                total += loss
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+            history.append(total / len(batches))
+            if processes.is_main:
+                check_finite_weights(model)
+                save_checkpoint(
+                    out,
+                    "simclr",
+                    metadata,
+                    model.state_dict(),
+                    {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history},
+                )
+            if processes.distributed:
+                dist.barrier()
+            if _agreed(should_stop is not None and should_stop(epoch + 1), processes):
+                break
+    finally:
+        bar.close()
     return out
 
 

@@ -145,20 +145,30 @@ def cohen_classifier(
     return nn.Sequential(ConstantNormalize(mean, std), network)
 
 
+_NOISE_IN_NAME = re.compile(r"(?:^|[_\-.])noise_?(\d+\.\d+|\d{3}|\d)(?=$|[_\-.])")
+"""``noise_0.25``, ``noise0.25``, ``noise_025`` or ``noise025`` (three digits: 0.25), ``noise_1``,
+as a name or a part of it between ``_``, ``-`` or ``.``."""
+
+
 def sigma_from_path(path: Path) -> float | None:
-    """The training noise level named by the nearest folder ``noise_<sigma>`` of ``path``.
+    """The training noise level that ``path`` names: in its file name, else in the nearest
+    folder name, as ``noise_<sigma>`` (or ``noise<sigma>``, and ``noise025`` for 0.25).
 
     Cohen et al. release their models as ``models/<data set>/<arch>/noise_0.25/checkpoint.pth.tar``
-    and the files do not record sigma; the releases built on their code keep those folder names.
+    and the files do not record sigma; the releases built on their code keep those folder names
+    or put them in the file name (``noise_0.25.pth.tar``, ``checkpoint_smoothed_noise025.pth.tar``).
 
     Example:
         >>> sigma_from_path(Path("models/imagenet/resnet50/noise_0.50/checkpoint.pth.tar"))
         0.5
+        >>> sigma_from_path(Path("models/checkpoint_smoothed_noise025.pth.tar"))
+        0.25
     """
-    for folder in reversed(Path(path).parent.parts):
-        found = re.fullmatch(r"noise_(\d+(?:\.\d+)?)(?:_.*)?", folder)
+    for name in reversed(Path(path).parts):
+        found = _NOISE_IN_NAME.search(name)
         if found:
-            return float(found.group(1))
+            digits = found.group(1)
+            return int(digits) / 100 if len(digits) == 3 and "." not in digits else float(digits)
     return None
 
 
@@ -188,10 +198,20 @@ def load_cohen(
     arch = payload["arch"]
     if not isinstance(arch, str):
         raise CheckpointError(f"{path}: 'arch' must be a string, got {arch!r}")
-    model = cohen_classifier(arch, mean, std)
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{path}: arch {arch!r} is not one we rebuild ({', '.join(ARCHITECTURES)}); load its "
+            "state dict with --model-factory (factory=) naming the function that builds the "
+            "network (the normalisation layer's '1.' prefix on its keys is dropped)"
+        )
     state_dict = payload["state_dict"]
-    if not isinstance(state_dict, dict):
-        raise CheckpointError(f"{path}: 'state_dict' must be a dict of tensors")
+    if not isinstance(state_dict, dict) or not all(isinstance(key, str) for key in state_dict):
+        raise CheckpointError(
+            f"{path}: 'state_dict' must be a dict of tensors under string keys, got "
+            f"{type(state_dict).__name__} with keys such as {list(state_dict)[:2]!r}"
+            if isinstance(state_dict, dict) else f"{path}: 'state_dict' must be a dict of tensors"
+        )
+    model = cohen_classifier(arch, mean, std)
     load_state_strictly(
         model, _match_data_parallel(state_dict, model.state_dict()), f"arch {arch!r}", path
     )
@@ -243,6 +263,13 @@ def load_state_strictly(
             unexpected keys, or the shapes that do not fit.
     """
     expected = model.state_dict()
+    complex_keys = [key for key, value in state_dict.items()
+                    if isinstance(value, torch.Tensor) and value.is_complex()]
+    if complex_keys:  # load_state_dict would drop the imaginary part with a warning
+        raise CheckpointError(
+            f"{path}: its state_dict holds complex weights ({', '.join(complex_keys[:3])}), "
+            f"which {description} cannot hold without dropping their imaginary part"
+        )
     state_dict = {
         **{key: value for key, value in expected.items() if key.endswith("num_batches_tracked")},
         **state_dict,

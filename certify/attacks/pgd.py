@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from certify.attacks.projection import ascent_direction, check_norm, project, random_start
 from certify.checks import check_count, check_positive
-from certify.sampling import model_device
+from certify.sampling import evaluating, model_device
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,34 @@ def check_radii(eps: torch.Tensor, batch: int) -> None:
         raise ValueError(f"eps must be a tensor of {batch} finite radii > 0, one per image")
 
 
+def check_differentiable(loss: torch.Tensor) -> None:
+    """Raise ValueError unless ``loss`` has a gradient with respect to the attacked input (a
+    model that thresholds its output or runs under no_grad has none, and no gradient attack
+    applies to it)."""
+    if not loss.requires_grad:
+        raise ValueError(
+            "model gives no gradient with respect to its input (its output does not require "
+            "grad); gradient attacks such as PGD cannot run on it"
+        )
+
+
+def box_diameter(norm: str, image_shape: tuple[int, ...]) -> float:
+    """The largest distance between two images of ``image_shape`` (C, H, W) with pixels in [0, 1]:
+    1 in L-inf, sqrt(C * H * W) in L2. A ball of larger radius holds every image."""
+    return 1.0 if norm == "linf" else math.sqrt(math.prod(image_shape))
+
+
+def check_eps_in_box(name: str, eps: float, norm: str, image_shape: tuple[int, ...]) -> None:
+    """Raise ValueError naming ``name`` if ``eps`` exceeds :func:`box_diameter`."""
+    diameter = box_diameter(norm, image_shape)
+    if eps > diameter:
+        raise ValueError(
+            f"{name} must be at most {diameter:.6g} in {norm} for images of shape "
+            f"{tuple(image_shape)} with pixels in [0, 1] (a larger ball holds every image), "
+            f"got {eps!r}"
+        )
+
+
 def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
     """Raise ValueError unless the generator is None or lives on ``device``'s type."""
     if generator is not None and generator.device.type != device.type:
@@ -148,10 +176,14 @@ class PGD:
             images: clean images (B, C, H, W) with pixels in [0, 1].
             labels: true classes (B,), int64.
             generator: optional torch.Generator on the model's device (random starts and noise).
-            eps: optional radius of each image's ball (B,), > 0; default ``config.eps`` for all.
+            eps: optional radius of each image's ball (B,), > 0; default ``config.eps`` for all
+                (which must not exceed the box's diameter, :func:`box_diameter`; radii given
+                here are clamped to it).
 
         Returns:
             Adversarial images (B, C, H, W) inside the eps-ball around ``images`` and the box.
+
+        The model runs in eval mode and is given back in the mode it had.
 
         Raises:
             ValueError: if an argument is out of range.
@@ -163,14 +195,17 @@ class PGD:
         clean = images.to(device)
         labels = labels.to(device)
         if eps is None:
+            check_eps_in_box("eps", config.eps, config.norm, tuple(clean.shape[1:]))
             radii = torch.full((clean.shape[0],), config.eps, device=device, dtype=clean.dtype)
         else:
             check_radii(eps, clean.shape[0])
-            radii = eps.to(device=device, dtype=clean.dtype)  # (B,)
+            # A ball wider than the box holds every image: the box's diameter is the same ball.
+            diameter = box_diameter(config.norm, tuple(clean.shape[1:]))
+            radii = eps.clamp(max=diameter).to(device=device, dtype=clean.dtype)  # (B,)
         best_delta = torch.zeros_like(clean)
         best_loss = torch.full((clean.shape[0],), -math.inf, device=device)  # (B,)
         selection_seed: int | None = None
-        with torch.enable_grad():
+        with evaluating(self.model), torch.enable_grad():
             for _ in range(config.restarts):
                 delta = self._run(clean, labels, radii, generator)
                 if config.restarts == 1:
@@ -207,6 +242,7 @@ class PGD:
         for _ in range(config.steps):
             delta.requires_grad_(True)
             loss = self.loss(clean + delta, labels, generator)  # (B,)
+            check_differentiable(loss)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             step = step_sizes * ascent_direction(grad, config.norm)
             delta = project(delta.detach() + step, clean, radii, config.norm)

@@ -24,9 +24,10 @@ import math
 import torch
 from torch import nn
 
-from certify.attacks.pgd import check_batch
+from certify.attacks.pgd import check_batch, check_differentiable, check_eps_in_box
 from certify.attacks.projection import ascent_direction, project
 from certify.checks import check_count, check_positive
+from certify.sampling import evaluating
 
 
 def soft_smoothed_nll(
@@ -58,8 +59,8 @@ def smoothadv_pgd(
     after each (:func:`certify.attacks.projection.project`). Every step reuses ``noise``.
     Distance: L2, in pixel units of images in [0, 1].
 
-    The model is used as given (training code puts it in eval mode first); no parameter
-    gradient is accumulated.
+    The model runs in eval mode (as in Salman et al.'s training code) and is given back in the
+    mode it had; no parameter gradient is accumulated.
 
     Args:
         model: the base classifier f, pixels (B, C, H, W) -> logits (B, K).
@@ -82,6 +83,7 @@ def smoothadv_pgd(
     """
     check_batch(pixels, labels)
     check_positive("epsilon", epsilon)
+    check_eps_in_box("epsilon", epsilon, "l2", tuple(pixels.shape[1:]))
     check_count("steps", steps)
     if noise.dim() != 5 or noise.shape[1:] != pixels.shape or noise.shape[0] < 1:
         raise ValueError(
@@ -94,10 +96,11 @@ def smoothadv_pgd(
     radii = torch.full((clean.shape[0],), float(epsilon), device=clean.device, dtype=clean.dtype)
     step_size = 2 * epsilon / steps
     delta = torch.zeros_like(clean)
-    with torch.enable_grad():
+    with evaluating(model), torch.enable_grad():
         for _ in range(steps):
             delta.requires_grad_(True)
             objective = soft_smoothed_nll(model, clean + delta, labels, noise)  # (B,)
+            check_differentiable(objective)
             (grad,) = torch.autograd.grad(objective.sum(), delta)
             step = step_size * ascent_direction(grad, "l2")
             delta = project(delta.detach() + step, clean, radii, "l2")

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.attacks.pgd import check_eps_in_box
 from certify.cli.common import (
     OneLineParser,
     epsilon,
@@ -46,6 +47,7 @@ from certify.cli.common import (
 )
 from certify.cli.loading import (
     add_model_arguments,
+    check_model_gradients,
     default_out,
     image_generator,
     load_run,
@@ -74,8 +76,13 @@ class Evaluation:
 
     @property
     def key(self) -> tuple[str, str, str, str]:
-        """How the row names this evaluation, as written in the results file."""
-        return self.classifier, self.attack, self.norm, f"{self.eps:.6g}"
+        """How the row names this evaluation, as written in the results file: epsilon exactly
+        (6 significant digits where they read back as the same float, as 0.5; else the shortest
+        decimal that does, as 0.03137254901960784 for 8/255), so that two epsilons never share
+        rows however close they are."""
+        short = f"{self.eps:.6g}"
+        return (self.classifier, self.attack, self.norm,
+                short if float(short) == self.eps else repr(float(self.eps)))
 
 
 def evaluation_plan(threats: Sequence[tuple[str, float]]) -> list[Evaluation]:
@@ -202,12 +209,18 @@ def run_attack(args: argparse.Namespace) -> int:
                                  + [("l2", eps) for eps in args.l2_eps]))  # repeats once
     loaded = load_run(args, args.sigma)
     model, dataset = loaded.model, loaded.dataset
+    check_model_gradients(model, dataset, loaded.model_name,
+                          "the attacks pgd, naive-pgd and eot-pgd")
+    for norm, eps in threats:
+        check_eps_in_box(f"--{norm}-eps", eps, norm,
+                         tuple(dataset[0][0].shape))
     device = model_device(model)
     plan = evaluation_plan(threats)
     settings = run_settings(
         "attack", args, loaded, device, n=args.n, alpha=args.alpha, batch=args.batch,
         threats=[[norm, eps] for norm, eps in threats], steps=args.steps,
-        eot_samples=args.eot_samples, restarts=args.restarts, attack_batch=args.attack_batch)
+        eot_samples=args.eot_samples, restarts=args.restarts, attack_batch=args.attack_batch,
+        eps_column="exact")  # files that rounded it to 6 digits are not resumed
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, "attack")
     indices = selected_indices(len(dataset), args.skip, args.max)

@@ -32,9 +32,11 @@ from certify.cli.common import (
 )
 from certify.cli.loading import (
     LoadedRun,
+    check_model_gradients,
     default_out,
     image_generator,
     load_run,
+    model_and_data,
     run_settings,
     selected_indices,
 )
@@ -107,8 +109,7 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
     if recorded.get("command") != "certify":
         raise UserError(f"--certificates {path} were made by certify-{recorded.get('command')}, "
                         "not certify: they hold no certified radii")
-    expected = {"checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
-                "dataset": loaded.dataset_name, "split": args.split, "sigma": args.sigma}
+    expected = {**model_and_data(args, loaded), "sigma": args.sigma}
     differences = []
     for key, value in expected.items():
         if key == "sigma" and isinstance(recorded.get(key), (int, float)):
@@ -116,9 +117,10 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
         else:
             same = recorded.get(key) == value
         if not same:
-            differences.append("the checkpoint (another model's weights)"
-                               if key == "checkpoint_sha256"
-                               else f"{key} {recorded.get(key)} (this audit: {value})")
+            differences.append(
+                "the checkpoint (another model's weights)" if key == "checkpoint_sha256"
+                else "the images (other pixels or files)" if key == "data_sha256"
+                else f"{key} {recorded.get(key)} (this audit: {value})")
     if differences:
         raise UserError(f"--certificates {path} were made with other settings than this audit's: "
                         f"{', '.join(differences)}; their radii hold only for their own model, "
@@ -128,6 +130,7 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
 def run_audit(args: argparse.Namespace) -> int:
     loaded = load_run(args, args.sigma)
     model, dataset = loaded.model, loaded.dataset
+    check_model_gradients(model, dataset, loaded.model_name, "the audit's attack eot-pgd")
     device = model_device(model)
     given = certificates_to_audit(args, loaded)
     config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,

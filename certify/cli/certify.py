@@ -57,6 +57,7 @@ from certify.results import (
     check_results_path,
     read_rows,
     read_settings,
+    record_output,
     settings_path,
 )
 from certify.sampling import model_device
@@ -155,13 +156,11 @@ def run(args: argparse.Namespace, kind: str) -> int:
     shard, num_shards = shard_of(args)
     device = model_device(model)
     if args.batch is None:
-        args.batch = choose_batch(args, out, num_shards, model, metadata)
+        args.batch = choose_batch(args, out, num_shards, model, tuple(dataset[0][0].shape))
     settings = run_settings(
         kind, args, loaded, device, n=args.n, n0=getattr(args, "n0", None), alpha=args.alpha,
         batch=args.batch, channels_last=options.channels_last, bf16=options.bfloat16,
         compile=options.compile)
-    if args.resize is not None or args.crop is not None:
-        settings.update(resize=args.resize, crop=args.crop)
     if kind == "certify" and (args.radius is not None or args.adaptive):
         settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance,
                         rule=args.rule)
@@ -176,8 +175,6 @@ def run(args: argparse.Namespace, kind: str) -> int:
         # What an earlier run left beside the file no longer describes it.
         if num_shards > 1:
             completion_path(path).unlink(missing_ok=True)
-        if args.overwrite:
-            figure_path(out).unlink(missing_ok=True)
         if results.dropped:
             print(f"{kind}: repaired {path}: dropped {results.dropped} repeated or malformed "
                   "rows (redone unless their images were done)", file=sys.stderr)
@@ -206,9 +203,10 @@ def run(args: argparse.Namespace, kind: str) -> int:
 
 
 def choose_batch(args: argparse.Namespace, out: Path, num_shards: int, model: torch.nn.Module,
-                 metadata: dict[str, Any]) -> int:
+                 input_shape: tuple[int, ...]) -> int:
     """The batch size when --batch is not given: the one an existing results file was made with,
-    1000 for shards (which must agree), else the fastest on the device."""
+    1000 for shards (which must agree), else the fastest on the device for images of
+    ``input_shape`` (C, H, W), the data's (a TorchScript or factory model records none)."""
     check_results_path(out)  # before measuring anything
     if out.exists() and not args.overwrite:
         try:
@@ -222,7 +220,7 @@ def choose_batch(args: argparse.Namespace, out: Path, num_shards: int, model: to
                         "--batch, or --overwrite to start afresh")
     if num_shards > 1:
         return 1000
-    return fastest_batch_size(model, tuple(metadata["input_shape"]))
+    return fastest_batch_size(model, input_shape)
 
 
 def wait_for_shards(shard: int, num_shards: int) -> bool:
@@ -275,6 +273,7 @@ def report(out: Path, kind: str, plot: bool) -> None:
 
         figure = plot_certified_accuracy({default_label(out): results})
         figure.savefig(figure_path(out), dpi=150, bbox_inches="tight")
+        record_output(out, figure_path(out))
         print(f"  curve                                      {figure_path(out)}")
 
 

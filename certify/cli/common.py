@@ -3,8 +3,10 @@
 A user error (a bad flag, a missing or damaged file, a path that cannot be written, Ctrl-C) ends a
 command with one line on stderr, ``<prog>: error: <what is wrong>``, and exit status 2 (130 for
 Ctrl-C), never a traceback. The library reports bad input as ValueError, files as OSError; the
-commands add :class:`UserError` for what only they can judge. Anything else is a bug and keeps
-its traceback.
+commands add :class:`UserError` for what only they can judge. Running out of memory is a user
+error too: its line names the size flags the command has. Anything else is a bug and keeps its
+traceback. With ``CERTIFY_DEBUG=1`` in the environment, a user error's traceback is printed
+before its line (to see where in a user's own model an exception was raised).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +33,17 @@ class UserError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit status 2.
+
+    A word that starts with ``-`` and then a digit or ``.digit`` is a value, never an option
+    (argparse takes only plain numbers such as -1 so): ``--shard -1/2``, ``--linf-eps -1/255``
+    and ``--normalize 0,0,0 -1,-1,-1`` reach their flag's check, which says what is wrong or
+    accepts them where negative values are legal. No command has an option spelled so.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:
         self.exit(USER_ERROR, f"{self.prog}: error: {' '.join(message.split())}\n")
@@ -55,11 +69,54 @@ def run_command(
             return int(stop.code or 0)
         return body(args)
     except (UserError, ValueError, OSError) as error:
+        _debug_traceback()
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return USER_ERROR
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        _debug_traceback()
+        print(f"{prog}: error: out of memory ({one_line(error)[:200]}); "
+              f"{_memory_advice(parser, argv)}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
+
+
+MEMORY_FLAGS = ("--batch", "--batch-size", "--attack-batch", "--eot-samples", "--noise-copies",
+                "--crop", "--resize")
+"""The flags that set how much memory a command takes at once, named when it runs out."""
+
+
+def _debug_traceback() -> None:
+    if os.environ.get("CERTIFY_DEBUG", "") not in ("", "0"):
+        traceback.print_exc()
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (the host's or a GPU's)."""
+    if isinstance(error, (MemoryError, torch_out_of_memory())):
+        return True
+    message = str(error)
+    return "can't allocate memory" in message or "out of memory" in message.lower()
+
+
+def torch_out_of_memory() -> type[BaseException]:
+    """torch.OutOfMemoryError where torch is imported (commands import it), else MemoryError."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "OutOfMemoryError", MemoryError) if torch else MemoryError
+
+
+def _memory_advice(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> str:
+    words = list(sys.argv[1:] if argv is None else argv)
+    flags = [flag for flag in MEMORY_FLAGS if flag in parser._option_string_actions]
+    given = [flag for flag in flags
+             if any(word == flag or word.startswith(f"{flag}=") for word in words)]
+    named = given or flags
+    if not named:
+        return "use smaller inputs or a machine with more memory"
+    return "lower " + (", ".join(named[:-1]) + " or " if len(named) > 1 else "") + named[-1]
 
 
 def is_main_process() -> bool:

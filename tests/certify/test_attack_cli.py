@@ -41,9 +41,11 @@ def without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{key: value for key, value in row.items() if key != "time"} for row in rows]
 
 
+EIGHT_OVER_255 = "0.03137254901960784"  # 8/255 exactly: the shortest decimal of that float
 EVALUATIONS = [("base", "clean", "-", "0"), ("smoothed", "clean", "-", "0"),
-               ("base", "pgd", "linf", "0.0313725"), ("smoothed", "naive-pgd", "linf", "0.0313725"),
-               ("smoothed", "eot-pgd", "linf", "0.0313725"), ("base", "pgd", "l2", "0.5"),
+               ("base", "pgd", "linf", EIGHT_OVER_255),
+               ("smoothed", "naive-pgd", "linf", EIGHT_OVER_255),
+               ("smoothed", "eot-pgd", "linf", EIGHT_OVER_255), ("base", "pgd", "l2", "0.5"),
                ("smoothed", "naive-pgd", "l2", "0.5"), ("smoothed", "eot-pgd", "l2", "0.5")]
 
 

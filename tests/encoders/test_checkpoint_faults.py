@@ -83,8 +83,51 @@ def test_cause2_content_changed_under_the_recorded_digest_is_damaged(saved, chan
 def test_cause2_checkpoints_that_predate_the_digest_still_load(saved) -> None:
     torch.save(_without_digest(torch.load(saved, weights_only=True)), saved)
     assert load_checkpoint(saved)["metadata"]["sigma"] == 0.25
-    for name in encoders.list_pretrained():  # shipped before the digest, unchanged
+    for name in encoders.list_pretrained():
         assert encoders.load_classifier(name)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_the_shipped_models_carry_their_digest() -> None:
+    from encoders.checkpoint import DIGEST_KEY, PRETRAINED_DIR, content_digest
+
+    for name in encoders.list_pretrained():
+        payload = torch.load(PRETRAINED_DIR / f"{name}.pt", weights_only=True)
+        assert payload[DIGEST_KEY] == content_digest(payload), name
+
+
+def _flip_a_weight_bit(path: Path, weights: torch.Tensor) -> None:
+    data = bytearray(path.read_bytes())
+    start = bytes(data).find(weights.detach().numpy().tobytes())
+    assert start > 0, "the weight's bytes are stored verbatim in the zip"
+    data[start + 9] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["predating-the-digest", "cohen", "state-dict", "torchscript"])
+def test_flipped_bits_in_a_zip_file_without_a_digest_fail_its_crc(saved, tmp_path, kind) -> None:
+    from encoders.published import cohen_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("small_cnn", 10, [1, 8, 8], [0.3], [0.4]).eval()
+    path, factory = tmp_path / f"{kind}.pt", None
+    weights = model.state_dict()["head.weight"]
+    if kind == "predating-the-digest":
+        torch.save(_without_digest(torch.load(saved, weights_only=True)), path)
+        weights = torch.load(saved, weights_only=True)["state_dict"]["head.weight"]
+    elif kind == "cohen":
+        cohen = cohen_classifier("cifar_resnet20")
+        torch.save({"arch": "cifar_resnet20", "state_dict": cohen.state_dict()}, path)
+        weights = cohen.state_dict()["1.fc.weight"]
+    elif kind == "state-dict":
+        torch.save(model.state_dict(), path)
+        factory = "encoders.backbones:build_classifier('small_cnn', 10, [1, 8, 8], [0.3], [0.4])"
+    else:
+        torch.jit.save(torch.jit.trace(model, torch.rand(1, 1, 8, 8)), str(path))
+    encoders.load_model(path, factory=factory)  # intact, it loads
+    _flip_a_weight_bit(path, weights)
+    with pytest.raises(CheckpointError, match="CRC") as raised:
+        encoders.load_model(path, factory=factory)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize("content", [b"q\xff", b"Nr", b"PK", b"\x80\x02", b""])

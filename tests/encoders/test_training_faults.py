@@ -75,3 +75,55 @@ def test_cause9_a_writable_out_passes(tmp_path) -> None:
 
     check_output_path(str(tmp_path / "new" / "folders" / "model.pt"))
     check_output_path(str(tmp_path / "model.pt"))
+
+
+@pytest.mark.parametrize("stage", ["finetune", "pretrain"])
+def test_a_second_training_run_on_the_same_out_is_refused(tmp_path, stage) -> None:
+    from encoders.data import ImageDataset, load_dataset
+    from encoders.training import output_lock
+
+    digits = load_dataset("digits", "train")
+    train = ImageDataset(digits.images[:64], digits.labels[:64], 10)
+    out = tmp_path / "model.pt"
+    if stage == "finetune":
+        run = lambda: finetune(FinetuneConfig(sigma=0.25, out=str(out), epochs=1,  # noqa: E731
+                                              batch_size=32, device="cpu"), train=train)
+    else:
+        run = lambda: pretrain(PretrainConfig(out=str(out), epochs=1,  # noqa: E731
+                                              batch_size=32, device="cpu"), train=train)
+    with output_lock(out):  # another run, training now
+        with pytest.raises(ValueError, match=f"{out.name} is in use by another training run"):
+            run()
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+    assert run() == out  # the lock goes with the run that held it
+    assert not out.with_name(out.name + ".lock").exists()
+
+
+def test_the_existing_out_is_checked_again_under_the_lock(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "model.pt"
+    checked = encoders.finetune._check
+
+    def finished_meanwhile(config):  # an earlier run finishes between the check and the lock
+        checked(config)
+        out.write_bytes(b"the earlier run's model")
+
+    monkeypatch.setattr(encoders.finetune, "_check", finished_meanwhile)
+    with pytest.raises(ValueError, match="exists"):
+        finetune(FinetuneConfig(sigma=0.25, out=str(out), epochs=1, batch_size=512,
+                                device="cpu"))
+    assert out.read_bytes() == b"the earlier run's model"
+
+
+@pytest.mark.parametrize("stage", ["finetune", "pretrain"])
+def test_a_diverging_run_reports_its_error_on_a_line_of_its_own(tmp_path, capsys, stage) -> None:
+    from certify.cli.finetune import main as finetune_main
+    from certify.cli.pretrain import main as pretrain_main
+
+    argv = ["--epochs", "2", "--batch-size", "512", "--lr", "1e30", "--device", "cpu",
+            "--out", str(tmp_path / "model.pt")]
+    if stage == "finetune":
+        assert finetune_main(["--sigma", "0.25", *argv]) == 2
+    else:
+        assert pretrain_main(argv) == 2
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert lines[-1].startswith(f"encoders-{stage}: error: training diverged"), lines[-3:]
