@@ -26,10 +26,16 @@ from dataclasses import dataclass
 
 import torch
 
-from certify.sampling import evaluating, model_device
+from certify.sampling import evaluating, model_device, sample_counts
 
 BATCH_CANDIDATES = (100, 250, 500, 1000, 2000, 5000, 10_000)
 """Batch sizes tried by :func:`fastest_batch_size`."""
+DEFAULT_START = 1000
+""":func:`fastest_batch_size` starts from the candidate nearest this size."""
+GAIN = 1.05
+""":func:`fastest_batch_size` climbs on while the next candidate is this many times faster."""
+MIN_TIMED_SECONDS = 0.1
+"""Each timed pass of :func:`fastest_batch_size` repeats its batch for at least this long."""
 
 
 @dataclass(frozen=True)
@@ -69,42 +75,84 @@ def fastest_batch_size(
     model: torch.nn.Module,
     input_shape: tuple[int, ...],
     candidates: tuple[int, ...] = BATCH_CANDIDATES,
-    samples_per_try: int = 4000,
+    time_budget: float = 10.0,
     rounds: int = 3,
 ) -> int:
-    """The batch size in ``candidates`` with the highest forward throughput on the model's device.
+    """The batch size in ``candidates`` with which :func:`certify.sampling.sample_counts` draws
+    the most noise samples a second on the model's device, found in about ``time_budget`` seconds.
 
-    The candidates are timed in ``rounds`` interleaved rounds of about ``samples_per_try``
-    samples each (after one warm-up batch), and the median rate decides, so that a passing load
-    on a shared machine does not pick the size. A candidate that runs out of GPU memory is
-    dropped with all larger ones.
+    What is timed is certification's own work (noise, forward pass, votes), each candidate after
+    one warm-up batch. The search climbs from the middle candidate (1,000 by default): upwards
+    while a larger batch is at least :data:`GAIN` times faster, then, if it never went up,
+    downwards likewise; it stops at a batch that does not fit in GPU memory, or where the next
+    candidate's two batches, at the best rate so far, would end past half the budget. The three
+    fastest candidates tried then run in up to ``rounds`` interleaved passes while a pass ends
+    within the budget, and the median rate decides, so that a passing load on a shared machine
+    does not pick the size. Every timed pass repeats its batch for at least
+    :data:`MIN_TIMED_SECONDS`.
 
     Raises:
-        ValueError: if ``candidates`` is empty or none of them fits in memory.
+        ValueError: if ``candidates`` is empty, ``time_budget`` is not > 0, ``rounds`` < 1, or
+            no candidate fits in memory.
     """
     if not candidates:
         raise ValueError("candidates must name at least one batch size")
+    if not time_budget > 0 or rounds < 1:
+        raise ValueError(f"time_budget must be > 0 and rounds >= 1, got {time_budget}, {rounds}")
     device = model_device(model)
-    batches: dict[int, torch.Tensor] = {}
+    image = torch.rand(input_shape, device=device)
+    started = time.perf_counter()
+    rates: dict[int, list[float]] = {}
+
+    def seconds_per_batch(batch_size: int) -> float:
+        calls, start = 0, time.perf_counter()
+        while True:
+            sample_counts(model, image, 0.25, batch_size, batch_size)
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= MIN_TIMED_SECONDS:
+                return elapsed / calls
+
+    def try_size(batch_size: int) -> bool:
+        """Time one candidate; False if it does not fit or would overrun half the budget."""
+        if rates:
+            best = max(first for first, *_ in rates.values())
+            if time.perf_counter() - started + 2 * batch_size / best > time_budget / 2:
+                return False
+        try:
+            sample_counts(model, image, 0.25, batch_size, batch_size)  # warm-up
+            rates[batch_size] = [batch_size / seconds_per_batch(batch_size)]
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return False
+        return True
+
+    def climb(path: list[int]) -> bool:
+        """Try the sizes of ``path`` in turn while each is GAIN times faster than the one
+        before; True if any was."""
+        gained, before = False, path[0]
+        for batch_size in path[1:]:
+            if not try_size(batch_size) or rates[batch_size][0] < GAIN * rates[before][0]:
+                return gained
+            gained, before = True, batch_size
+        return gained
+
+    sizes = sorted(set(candidates))
+    middle = min(sizes, key=lambda size: abs(size - DEFAULT_START))
     with evaluating(model), torch.inference_mode():
-        for batch_size in sorted(candidates):
-            try:
-                batches[batch_size] = torch.rand((batch_size, *input_shape), device=device)
-                model(batches[batch_size])
-            except torch.OutOfMemoryError:
-                batches.pop(batch_size)
-                torch.cuda.empty_cache()
+        if not try_size(middle):  # the first try has no budget check: only memory fails it
+            smaller = [size for size in sizes if size < middle]
+            if not smaller:
+                raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
+            return fastest_batch_size(model, input_shape, tuple(smaller), time_budget, rounds)
+        position = sizes.index(middle)
+        if not climb(sizes[position:]):
+            climb(sizes[position::-1])
+        finalists = sorted(rates, key=lambda batch_size: rates[batch_size][0], reverse=True)[:3]
+        for _ in range(rounds - 1):
+            pass_seconds = sum(batch_size / rates[batch_size][-1] for batch_size in finalists)
+            if time.perf_counter() - started + pass_seconds > time_budget:
                 break
-        if not batches:
-            raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
-        rates: dict[int, list[float]] = {batch_size: [] for batch_size in batches}
-        for _ in range(rounds):
-            for batch_size, batch in batches.items():
-                repeats = max(1, samples_per_try // batch_size)
-                start = time.perf_counter()
-                for _ in range(repeats):
-                    model(batch).argmax(1)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                rates[batch_size].append(repeats * batch_size / (time.perf_counter() - start))
-    return max(rates, key=lambda batch_size: statistics.median(rates[batch_size]))
+            for batch_size in finalists:
+                rates[batch_size].append(batch_size / seconds_per_batch(batch_size))
+    return max(finalists, key=lambda batch_size: statistics.median(rates[batch_size]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from certify import certify
+from certify import certify, fast
 from certify.fast import FastForward, FastOptions, accelerate, fastest_batch_size
 from encoders.backbones import build_classifier
 
@@ -51,9 +51,66 @@ def test_fast_model_certifies(cnn) -> None:
 
 
 def test_fastest_batch_size_is_a_candidate(cnn) -> None:
-    assert fastest_batch_size(cnn, (3, 16, 16), (16, 64), samples_per_try=128) in (16, 64)
+    assert fastest_batch_size(cnn, (3, 16, 16), (16, 64), time_budget=1.0) in (16, 64)
     with pytest.raises(ValueError, match="candidates"):
         fastest_batch_size(cnn, (3, 16, 16), ())
+    with pytest.raises(ValueError, match="time_budget"):
+        fastest_batch_size(cnn, (3, 16, 16), (16,), time_budget=0)
+
+
+class TimedModel(torch.nn.Module):
+    """Takes ``seconds(batch_size)`` of a fake clock per forward pass; records the batch sizes."""
+
+    def __init__(self, seconds, clock: list[float]) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seconds, self.clock, self.sizes = seconds, clock, []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(batch))
+        self.clock[0] += self.seconds(len(batch))
+        return torch.zeros(len(batch), 10)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch) -> list[float]:
+    clock = [0.0]
+    monkeypatch.setattr(fast.time, "perf_counter", lambda: clock[0])
+    return clock
+
+
+def test_the_search_climbs_up_from_the_middle_while_larger_batches_pay(fake_clock) -> None:
+    # 0.5 s of overhead per batch, then 1 ms an image; past 2000 images it thrashes.
+    model = TimedModel(lambda b: 5 * b / 1000 if b > 2000 else 0.5 + b / 1000, fake_clock)
+    assert fastest_batch_size(model, (1, 2, 2), time_budget=1000) == 2000
+    assert set(model.sizes) == {1000, 2000, 5000}  # 10,000 and the smaller ones never tried
+
+
+def test_the_search_climbs_down_when_larger_batches_do_not_pay(fake_clock) -> None:
+    # 10 ms an image from 1000 up, faster below down to 250, slow again at 100.
+    per_image = {100: 0.009, 250: 0.004, 500: 0.006, 1000: 0.01, 2000: 0.01}
+    model = TimedModel(lambda b: b * per_image.get(b, 0.01), fake_clock)
+    assert fastest_batch_size(model, (1, 2, 2), time_budget=1000) == 250
+    assert 5000 not in model.sizes and 100 in model.sizes
+
+
+def test_the_search_keeps_within_the_time_budget(fake_clock) -> None:
+    # Flat throughput, 1 ms an image: 1000 fits in half of 3 s, neither neighbour does.
+    model = TimedModel(lambda b: b / 1000, fake_clock)
+    assert fastest_batch_size(model, (1, 2, 2), time_budget=3.0) == 1000
+    assert set(model.sizes) == {1000} and fake_clock[0] <= 3.0
+
+
+def test_batches_that_do_not_fit_in_memory_are_left_out(fake_clock) -> None:
+    def seconds(b: int) -> float:
+        if b >= 1000:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return 0.5 + b / 1000
+
+    model = TimedModel(seconds, fake_clock)
+    assert fastest_batch_size(model, (1, 2, 2), time_budget=1000) == 500
+    with pytest.raises(ValueError, match="fits in the memory"):
+        fastest_batch_size(TimedModel(lambda b: seconds(1000), fake_clock), (1, 2, 2))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -64,5 +121,5 @@ def test_options_on_cuda_keep_the_logits_and_pick_a_batch(cnn) -> None:
         plain = model(batch)
         fast = accelerate(model, FastOptions(channels_last=True, bfloat16=True))(batch)
     assert (fast - plain).abs().max() <= 0.1 * plain.abs().max()
-    assert fastest_batch_size(model, (3, 16, 16), (64, 256), samples_per_try=512) in (64, 256)
+    assert fastest_batch_size(model, (3, 16, 16), (64, 256), time_budget=2.0) in (64, 256)
     cnn.cpu()

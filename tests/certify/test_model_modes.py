@@ -87,7 +87,7 @@ def test_smoothadv_pgd_and_the_batch_chooser_leave_the_mode_and_buffers_alone() 
     noise = 0.25 * torch.randn(3, 2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
     assert torch.equal(smoothadv_pgd(trained, images, labels, noise, 0.5, 2),
                        smoothadv_pgd(evaluated, images, labels, noise, 0.5, 2))
-    fastest_batch_size(trained, (1, 8, 8), candidates=(8, 16), samples_per_try=16, rounds=1)
+    fastest_batch_size(trained, (1, 8, 8), candidates=(8, 16), time_budget=0.5, rounds=1)
     assert trained.training
     for name, tensor in buffers(trained).items():
         assert torch.equal(tensor, before[name]), f"buffer {name} changed"
