@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from certify.losses import log_soft_smoothed, noisy_logits
+
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
 """``attack(model, pixels, labels, noise, epsilon, steps) -> adversarial pixels``: pixels (B, C,
 H, W) in [0, 1], labels (B,), noise (m, B, C, H, W) scaled by sigma, the L2 radius epsilon > 0
@@ -282,13 +284,6 @@ def _check_noise(pixels: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor
         )
 
 
-def _noisy_logits(model: nn.Module, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """f(x + e_j) for every copy j: (B, C, H, W), (m, B, C, H, W) -> (m, B, K)."""
-    copies, batch = noise.shape[:2]
-    noisy = (pixels.unsqueeze(0) + noise).reshape(copies * batch, *pixels.shape[1:])  # (m*B, ...)
-    return model(noisy).view(copies, batch, -1)  # (m, B, K)
-
-
 def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(1/m) sum_j CE(logits_j, y), averaged over the batch: (m, B, K), (B,) -> ()."""
     copies, batch, classes = logits.shape
@@ -315,7 +310,7 @@ def gaussian_loss(
         ValueError: if the shapes do not fit.
     """
     _check_noise(pixels, labels, noise)
-    return _mean_cross_entropy(_noisy_logits(model, pixels, noise), labels)
+    return _mean_cross_entropy(noisy_logits(model, pixels, noise), labels)
 
 
 def consistency_loss(
@@ -353,10 +348,9 @@ def consistency_loss(
     _check_at_least_zero("lbd", lbd)
     _check_at_least_zero("eta", eta)
     _check_noise(pixels, labels, noise)
-    logits = _noisy_logits(model, pixels, noise)  # (m, B, K)
+    logits = noisy_logits(model, pixels, noise)  # (m, B, K)
     log_probs = logits.log_softmax(dim=2)  # (m, B, K)
-    copies = logits.shape[0]
-    log_mean = torch.logsumexp(log_probs, dim=0) - math.log(copies)  # log p_hat, (B, K)
+    log_mean = log_soft_smoothed(log_probs, dim=0)  # log p_hat, (B, K)
     mean = log_mean.exp()  # p_hat, (B, K)
     kl = (mean.unsqueeze(0) * (log_mean.unsqueeze(0) - log_probs)).sum(dim=2)  # (m, B)
     entropy = -(mean * log_mean).sum(dim=1)  # (B,)
@@ -427,7 +421,7 @@ def smoothadv_loss(
             raise ValueError(
                 f"attack returned shape {tuple(adversarial.shape)}, expected {tuple(pixels.shape)}"
             )
-    return _mean_cross_entropy(_noisy_logits(model, adversarial, noise), labels)
+    return _mean_cross_entropy(noisy_logits(model, adversarial, noise), labels)
 
 
 def macer_loss(
@@ -476,10 +470,10 @@ def macer_loss(
     _check_positive("gamma", gamma)
     _check_positive("beta", beta)
     _check_noise(pixels, labels, noise)
-    logits = _noisy_logits(model, pixels, noise)  # (k, B, K)
-    copies, batch = logits.shape[:2]
+    logits = noisy_logits(model, pixels, noise)  # (k, B, K)
+    batch = logits.shape[1]
     # log G(x) = log((1/k) sum_j softmax(f(x + e_j))), in log space: (B, K)
-    log_soft = torch.logsumexp(logits.log_softmax(dim=2), dim=0) - math.log(copies)
+    log_soft = log_soft_smoothed(logits.log_softmax(dim=2), dim=0)
     classification = F.nll_loss(log_soft, labels)
     soft_beta = (beta * logits).softmax(dim=2).mean(dim=0)  # G_beta(x), (B, K)
     top = soft_beta.topk(2, dim=1)  # values and indices, (B, 2)

@@ -11,7 +11,7 @@ import torch
 
 import encoders
 from certify.attacks import perturbation_norms, smoothadv_pgd
-from certify.attacks.smoothadv import soft_smoothed_nll
+from certify.losses import soft_smoothed_nll
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset
 from encoders.finetune import FinetuneConfig, finetune
