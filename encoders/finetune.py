@@ -42,7 +42,7 @@ from encoders.checkpoint import float32_state, load_checkpoint, save_checkpoint,
 from encoders.data import ImageDataset, load_training_split
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
-from encoders.recipes import Attack, GaussianRecipe, Recipe, check_recipe, recipe_loss
+from encoders.recipes import GaussianRecipe, Recipe, check_recipe, recipe_loss
 from encoders.training import (
     Processes,
     TrainingSpeed,
@@ -225,7 +225,6 @@ def noise_step(
     speed: TrainingSpeed = TrainingSpeed(),
     recipe: Recipe = GaussianRecipe(),
     epoch: int = 0,
-    attack: Attack | None = None,
 ) -> float:
     """One update on a batch (B, C, H, W) of pixels with labels (B,): the augmentation
     (``"crop-flip"`` or ``"none"``), then the recipe's loss on Gaussian noise of standard
@@ -238,8 +237,7 @@ def noise_step(
     if augment == "crop-flip":
         pixels = pad_crop_flip(pixels, CROP_PADDING, generator)
     with speed.autocast(pixels.device):
-        loss = recipe_loss(recipe, model, speed.inputs(pixels), labels, sigma, generator, epoch,
-                           attack)
+        loss = recipe_loss(recipe, model, speed.inputs(pixels), labels, sigma, generator, epoch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -251,7 +249,6 @@ def finetune(
     progress: bool = False,
     should_stop: Callable[[int], bool] | None = None,
     train: ImageDataset | None = None,
-    attack: Attack | None = None,
 ) -> Path:
     """Train a base classifier with Gaussian noise at ``config.sigma`` and save it.
 
@@ -263,8 +260,6 @@ def finetune(
         should_stop: asked after each epoch's partial checkpoint is written, with the number of
             epochs done; True ends this call early (running it again resumes).
         train: the training split, if already loaded (default: loaded from ``config``).
-        attack: the attack of recipe "smoothadv" (``certify.attacks.smoothadv.smoothadv_pgd``,
-            passed in by the command: encoders never imports certify); None for the others.
 
     Returns:
         The path of a "classifier" checkpoint that :func:`encoders.load_classifier` reads; its
@@ -277,10 +272,10 @@ def finetune(
             :func:`encoders.training.output_lock`), or a partial checkpoint of another recipe.
     """
     _check(config)
-    check_recipe(config.recipe, attack)
+    check_recipe(config.recipe)
     with output_lock(config.out):
         _check_not_written(config)  # again: a run that held the lock may have finished
-        return _train(config, progress, should_stop, train, attack)
+        return _train(config, progress, should_stop, train)
 
 
 def _train(
@@ -288,7 +283,6 @@ def _train(
     progress: bool,
     should_stop: Callable[[int], bool] | None,
     train: ImageDataset | None,
-    attack: Attack | None,
 ) -> Path:
     device = resolve_device(config.device)
     if train is None:
@@ -328,7 +322,7 @@ def _train(
                 pixels, labels = data.batch(indices)
                 loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
                                   config.sigma, config.augment, generator, speed, config.recipe,
-                                  epoch, attack)
+                                  epoch)
                 check_finite_loss(loss, epoch, step)
                 total += loss
                 bar.update()

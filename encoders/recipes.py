@@ -23,9 +23,9 @@ gets m copies. Jeong and Shin's and Salman et al.'s code split each batch of 256
 chunks of 256/m images with m copies each, so ``batch_size = 256 / m`` here reproduces their
 steps; MACER's code gives each of 64 images its k copies, as here.
 
-SmoothAdv needs an attack on the soft smoothed classifier. This package does not implement one:
-a caller passes any callable ``attack(model, pixels, labels, noise, epsilon, steps)`` returning
-adversarial pixels, such as :func:`certify.attacks.smoothadv.smoothadv_pgd`.
+SmoothAdv's attack on the soft smoothed classifier is the library's
+:func:`certify.attacks.smoothadv_pgd`; the soft smoothed classifier's losses are those of
+:mod:`certify.losses`.
 
 Example:
     >>> recipe = make_recipe("consistency", lbd=10.0)
@@ -36,7 +36,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Union
@@ -45,12 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from certify.attacks.smoothadv import smoothadv_pgd
 from certify.losses import log_soft_smoothed, noisy_logits
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
-"""``attack(model, pixels, labels, noise, epsilon, steps) -> adversarial pixels``: pixels (B, C,
-H, W) in [0, 1], labels (B,), noise (m, B, C, H, W) scaled by sigma, the L2 radius epsilon > 0
-and the number of PGD steps; returns (B, C, H, W) within epsilon of pixels and in [0, 1]."""
 
 
 def _check_count(name: str, value: int) -> None:
@@ -376,7 +372,6 @@ def smoothadv_loss(
     pixels: torch.Tensor,
     labels: torch.Tensor,
     noise: torch.Tensor,
-    attack: Attack,
     epsilon: float,
     steps: int,
 ) -> torch.Tensor:
@@ -391,15 +386,14 @@ def smoothadv_loss(
 
         L = (1/m) sum_j CE(f(x' + e_j), y)
 
-    on the same noise, averaged over the batch. No gradient flows through x'. With epsilon = 0
-    the attack is not run and x' = x.
+    on the same noise, averaged over the batch. No gradient flows through x'. The attack is
+    :func:`certify.attacks.smoothadv_pgd`; with epsilon = 0 it is not run and x' = x.
 
     Args:
         model: the base classifier f, pixels (B, C, H, W) -> logits (B, K).
         pixels: clean images (B, C, H, W) with pixels in [0, 1].
         labels: classes (B,), int64.
         noise: e_j, shape (m, B, C, H, W), already scaled by sigma.
-        attack: see :data:`Attack`, e.g. :func:`certify.attacks.smoothadv.smoothadv_pgd`.
         epsilon: the attack's L2 radius, >= 0 (after any warm-up).
         steps: the attack's PGD steps, >= 1.
 
@@ -416,7 +410,7 @@ def smoothadv_loss(
     adversarial = pixels
     if epsilon > 0:
         with _evaluation_mode(model):
-            adversarial = attack(model, pixels, labels, noise, epsilon, steps).detach()
+            adversarial = smoothadv_pgd(model, pixels, labels, noise, epsilon, steps).detach()
         if adversarial.shape != pixels.shape:
             raise ValueError(
                 f"attack returned shape {tuple(adversarial.shape)}, expected {tuple(pixels.shape)}"
@@ -487,16 +481,10 @@ def macer_loss(
     return classification + lbd * robustness
 
 
-def check_recipe(recipe: Recipe, attack: Attack | None) -> None:
-    """Raise ValueError unless ``recipe`` is a recipe dataclass and ``attack`` is given exactly
-    when the recipe is SmoothAdv."""
+def check_recipe(recipe: Recipe) -> None:
+    """Raise ValueError unless ``recipe`` is a recipe dataclass."""
     if not isinstance(recipe, tuple(RECIPE_TYPES.values())):
         raise ValueError(f"recipe must be one of the recipe dataclasses, got {recipe!r}")
-    if (attack is None) == isinstance(recipe, SmoothAdvRecipe):
-        raise ValueError(
-            "attack must be given for recipe 'smoothadv' (e.g. "
-            "certify.attacks.smoothadv.smoothadv_pgd) and only for it"
-        )
 
 
 def recipe_loss(
@@ -507,7 +495,6 @@ def recipe_loss(
     sigma: float,
     generator: torch.Generator | None,
     epoch: int,
-    attack: Attack | None = None,
 ) -> torch.Tensor:
     """One training step's loss under ``recipe``: draws the noise, applies the epoch's schedule.
 
@@ -519,25 +506,20 @@ def recipe_loss(
         sigma: the training noise level >= 0.
         generator: the generator the noise is drawn from (recipe.noise_copies draws per pixel).
         epoch: the epoch (from 0), for SmoothAdv's warm-up and MACER's deferral.
-        attack: required by SmoothAdv, see :data:`Attack`; must be None for the others.
 
     Returns:
         The scalar loss.
 
     Raises:
-        ValueError: if the recipe is not a recipe, the attack is missing or superfluous, or an
-            argument is out of range.
+        ValueError: if the recipe is not a recipe or an argument is out of range.
     """
-    check_recipe(recipe, attack)
+    check_recipe(recipe)
     noise = draw_noise(pixels, recipe.noise_copies, sigma, generator)
     if isinstance(recipe, ConsistencyRecipe):
         return consistency_loss(model, pixels, labels, noise, recipe.lbd, recipe.eta)
     if isinstance(recipe, SmoothAdvRecipe):
-        assert attack is not None  # check_recipe refused a SmoothAdv recipe without one
         epsilon = recipe.epsilon_at(epoch)
-        return smoothadv_loss(
-            model, pixels, labels, noise, attack, epsilon, recipe.attack_steps
-        )
+        return smoothadv_loss(model, pixels, labels, noise, epsilon, recipe.attack_steps)
     if isinstance(recipe, MacerRecipe):
         return macer_loss(
             model, pixels, labels, noise, sigma, recipe.lbd_at(epoch), recipe.gamma, recipe.beta

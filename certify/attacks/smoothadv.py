@@ -9,8 +9,7 @@ with exactly those draws,
 
 then train on x' + e_j with the same e_j. Unlike :class:`certify.attacks.EOTPGD` (fresh noise at
 every step, an evaluation attack), the noise here is an argument, so training sees the noise the
-attack saw. The function fits ``encoders.recipes.Attack`` and is passed to
-``encoders.finetune.finetune(config, attack=smoothadv_pgd)`` for recipe "smoothadv".
+attack saw. It is the attack of the training recipe "smoothadv" (``encoders.recipes``).
 
 Example:
     >>> noise = 0.25 * torch.randn(4, *images.shape)            # m = 4 draws, scaled by sigma

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import encoders
-from certify.attacks import smoothadv_pgd
 from encoders.finetune import FinetuneConfig, finetune
 from encoders.recipes import ConsistencyRecipe, GaussianRecipe, MacerRecipe, SmoothAdvRecipe
 
@@ -134,7 +133,7 @@ PINNED: dict[str, dict[str, list[float]]] = {
 def test_a_seeded_finetune_gives_the_pinned_weights(tmp_path, name, recipe):
     config = FinetuneConfig(sigma=0.25, out=str(tmp_path / "pinned.pt"), epochs=1, batch_size=256,
                             device="cpu", recipe=recipe)
-    finetune(config, attack=smoothadv_pgd if isinstance(recipe, SmoothAdvRecipe) else None)
+    finetune(config)
     state = encoders.load_classifier(tmp_path / "pinned.pt").state_dict()
     for key, values in PINNED[name].items():
         expected = torch.tensor(values, dtype=state[key].dtype)

@@ -70,7 +70,7 @@ def parsed(monkeypatch, command: str, argv: list[str]):
     module = importlib.import_module(f"certify.cli.{command}")
     seen = []
     monkeypatch.setattr(module, command,
-                        lambda config, progress=False, attack=None, should_stop=None:
+                        lambda config, progress=False, should_stop=None:
                         seen.append(config) or Path("x.pt"))
     assert module.main(argv) == 0
     return seen[0]
