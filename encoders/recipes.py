@@ -36,8 +36,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Union
 
@@ -47,6 +45,7 @@ from torch import nn
 
 from certify.attacks.smoothadv import smoothadv_pgd
 from certify.losses import log_soft_smoothed, noisy_logits
+from certify.sampling import evaluating
 
 
 def _check_count(name: str, value: int) -> None:
@@ -354,19 +353,6 @@ def consistency_loss(
     return _mean_cross_entropy(logits, labels) + regulariser.mean()
 
 
-@contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode, then restore each module's own mode (a frozen encoder
-    stays in eval mode inside a model in training mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.train(training)
-
-
 def smoothadv_loss(
     model: nn.Module,
     pixels: torch.Tensor,
@@ -409,7 +395,7 @@ def smoothadv_loss(
     _check_noise(pixels, labels, noise)
     adversarial = pixels
     if epsilon > 0:
-        with _evaluation_mode(model):
+        with evaluating(model):
             adversarial = smoothadv_pgd(model, pixels, labels, noise, epsilon, steps).detach()
         if adversarial.shape != pixels.shape:
             raise ValueError(
