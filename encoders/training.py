@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from certify.torchrun import torchrun_place
 from encoders.data import ImageDataset
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
@@ -165,12 +166,12 @@ def resolve_device(name: str) -> torch.device:
 
 def start_processes(device: str) -> Processes:
     """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    place = torchrun_place()
+    rank, world_size = place.rank, place.world_size
     chosen = resolve_device(device)
     if world_size > 1:
         if chosen.type == "cuda":
-            chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            chosen = torch.device("cuda", place.local_rank)
             torch.cuda.set_device(chosen)
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
     return Processes(rank, world_size, chosen)
