@@ -14,10 +14,8 @@ torch.compile. benchmarks/training_speed.py measures them against float32 side b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from certify.files import LockHeldError, path_problem, release_lock, take_lock
 from certify.torchrun import torchrun_place
 from encoders.data import ImageDataset
 
@@ -61,18 +60,18 @@ def check_output_path(out: str | os.PathLike) -> None:
     if not text.strip():
         raise ValueError(f"out must name a checkpoint file, got {text!r}")
     path = Path(text)
-    if path.is_dir():
+    problem = path_problem(path, writable=True)
+    if problem is None:
+        return
+    kind, parent = problem
+    if kind == "folder":
         raise ValueError(f"out {text} is a folder; name a checkpoint file such as "
                          f"{path / 'model.pt'}")
-    if path.exists() and not path.is_file():
+    if kind == "not a file":
         raise ValueError(f"out {text} is not a regular file")
-    for parent in path.parents:  # the nearest existing folder above must be a writable folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"out {text} cannot be written: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"out {text} cannot be written: {parent} is not writable")
-            return
+    if kind == "below a file":
+        raise ValueError(f"out {text} cannot be written: {parent} is a file, not a folder")
+    raise ValueError(f"out {text} cannot be written: {parent} is not writable")
 
 
 @contextlib.contextmanager
@@ -80,39 +79,25 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of a training output (``fcntl.flock`` on ``<out>.lock``, which
     records the holder's pid and goes when the holder leaves the block or dies) for a whole run,
     so that two runs on one ``--out`` never replace each other's model or partial checkpoint:
-    the second is refused at once. (certify's results files have the same lock; encoders never
-    imports certify, so it is written here too.)
+    the second is refused at once. It is the lock of certify's results files
+    (:func:`certify.files.take_lock`).
 
     Raises:
         ValueError: naming ``out`` and the holder, if another run holds the lock.
     """
     path = Path(out)
-    lock_path = path.with_name(path.name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(descriptor, 200).decode("utf-8", errors="replace").strip()
-            os.close(descriptor)
-            raise ValueError(
-                f"out {path} is in use by another training run ({holder or 'starting'}); wait "
-                "for it to finish or choose another --out"
-            ) from None
-        try:  # the last holder unlinks the file as it leaves: take the file that is there now
-            if os.path.samestat(os.fstat(descriptor), os.stat(lock_path)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(descriptor)
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    try:
+        descriptor = take_lock(path)
+    except LockHeldError as error:
+        raise ValueError(
+            f"out {path} is in use by another training run ({error.holder}); wait for it to "
+            "finish or choose another --out"
+        ) from None
     try:
         yield
     finally:
-        lock_path.unlink(missing_ok=True)  # while still holding the lock
-        os.close(descriptor)
+        release_lock(path, descriptor)
 
 
 def check_finite_loss(loss: torch.Tensor | float, epoch: int, step: int) -> None:
