@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from certify.fast import FastOptions
 from encoders.augment import pad_crop_flip
 from encoders.backbones import Classifier, build_classifier, default_architecture
 from encoders.checkpoint import float32_state, load_checkpoint, save_checkpoint, versions
@@ -45,7 +46,6 @@ from encoders.pretrain import make_optimizer
 from encoders.recipes import GaussianRecipe, Recipe, check_recipe, recipe_loss
 from encoders.training import (
     Processes,
-    TrainingSpeed,
     channel_stats,
     check_finite_loss,
     check_finite_weights,
@@ -87,7 +87,7 @@ class FinetuneConfig:
     ``schedule`` "cosine" decays the lr to 0 over the run, "step" multiplies it by
     ``lr_gamma`` every ``lr_step_epochs`` epochs; ``augment`` "crop-flip" adds random crops of the
     image padded by 4 pixels and horizontal flips before the noise; ``bf16``, ``channels_last``
-    and ``compile`` are the opt-in speed options (:class:`encoders.training.TrainingSpeed`)."""
+    and ``compile`` are the opt-in speed options (:class:`certify.fast.FastOptions`)."""
 
     sigma: float
     out: str
@@ -124,8 +124,9 @@ class FinetuneConfig:
         return cls(**{**PRESETS[name], **fields})
 
     @property
-    def speed(self) -> TrainingSpeed:
-        return TrainingSpeed(self.bf16, self.channels_last, self.compile)
+    def speed(self) -> FastOptions:
+        return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
+                           compile=self.compile)
 
     @property
     def partial_path(self) -> Path:
@@ -222,14 +223,14 @@ def noise_step(
     sigma: float,
     augment: str,
     generator: torch.Generator,
-    speed: TrainingSpeed = TrainingSpeed(),
+    speed: FastOptions = FastOptions(),
     recipe: Recipe = GaussianRecipe(),
     epoch: int = 0,
 ) -> float:
     """One update on a batch (B, C, H, W) of pixels with labels (B,): the augmentation
     (``"crop-flip"`` or ``"none"``), then the recipe's loss on Gaussian noise of standard
     deviation sigma (:func:`encoders.recipes.recipe_loss`; Gaussian training: cross-entropy on one
-    noisy copy), computed in float32 also under ``speed.bf16``, backward, step.
+    noisy copy), computed in float32 also under ``speed.bfloat16``, backward, step.
 
     Returns:
         The loss before the update.

@@ -6,9 +6,10 @@ backend is gloo on the CPU and nccl on CUDA. Every random draw comes from a gene
 (seed, epoch, rank), so a run resumed from an epoch's checkpoint continues exactly as if it had
 never stopped.
 
-The speed options (:class:`TrainingSpeed`) are those of ``certify``: bfloat16 autocast of the
-forward pass (losses are computed in float32 from its outputs), channels_last memory format and
-torch.compile. benchmarks/training_speed.py measures them against float32 side by side.
+The speed options are those of ``certify`` (:class:`certify.fast.FastOptions`): bfloat16
+autocast of the forward pass (losses are computed in float32 from its outputs), channels_last
+memory format and torch.compile. benchmarks/training_speed.py measures them against float32 side
+by side.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,50 +204,6 @@ def step_lr(base_lr: float, epoch: int, step_epochs: int, gamma: float) -> float
     """base_lr * gamma ** (epoch // step_epochs): the step schedule of Cohen et al. (2019),
     lr 0.1 divided by 10 every 30 epochs (PyTorch's StepLR, stepped once per epoch)."""
     return base_lr * gamma ** (epoch // step_epochs)
-
-
-@dataclass(frozen=True)
-class TrainingSpeed:
-    """Opt-in speed options of a training loop; all off means plain float32 eager.
-
-    Attributes:
-        bf16: run the forward pass under bfloat16 autocast.
-        channels_last: keep the model and its input batches in NHWC memory format.
-        compile: train through ``torch.compile`` of the model (compiled once per input shape).
-    """
-
-    bf16: bool = False
-    channels_last: bool = False
-    compile: bool = False
-
-    def prepare(
-        self,
-        model: torch.nn.Module,
-        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-    ) -> torch.nn.Module:
-        """Convert ``model`` in place to the memory format, then wrap it (e.g. in
-        DistributedDataParallel) and compile it as asked; returns what to train through.
-        Weights are still saved from ``model``."""
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        wrapped = wrap(model) if wrap is not None else model
-        if not self.compile:
-            return wrapped
-        compiled = torch.compile(wrapped)
-        assert isinstance(compiled, torch.nn.Module)  # compiling a module gives a module
-        return compiled
-
-    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        """The batch (B, C, H, W) in the memory format the model expects."""
-        if self.channels_last:
-            return batch.contiguous(memory_format=torch.channels_last)
-        return batch
-
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast on ``device`` when ``bf16`` is set, else a no-op context."""
-        if self.bf16:
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
 
 def on_device(dataset: ImageDataset, device: torch.device) -> ImageDataset:
