@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Union
 
@@ -44,32 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from certify.attacks.smoothadv import smoothadv_pgd
+from certify.checks import check_count, check_non_negative, check_positive, check_whole
 from certify.losses import log_soft_smoothed, noisy_logits
 from certify.sampling import evaluating
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _check_at_least_zero(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
-    ):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_epochs(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -106,9 +82,9 @@ class ConsistencyRecipe:
     eta: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_count("noise_copies", self.noise_copies)
-        _check_at_least_zero("lbd", self.lbd)
-        _check_at_least_zero("eta", self.eta)
+        check_count("noise_copies", self.noise_copies)
+        check_non_negative("lbd", self.lbd)
+        check_non_negative("eta", self.eta)
 
 
 @dataclass(frozen=True)
@@ -136,10 +112,10 @@ class SmoothAdvRecipe:
     warmup_epochs: int = 10
 
     def __post_init__(self) -> None:
-        _check_count("noise_copies", self.noise_copies)
-        _check_at_least_zero("epsilon", self.epsilon)
-        _check_count("attack_steps", self.attack_steps)
-        _check_epochs("warmup_epochs", self.warmup_epochs)
+        check_count("noise_copies", self.noise_copies)
+        check_non_negative("epsilon", self.epsilon)
+        check_count("attack_steps", self.attack_steps)
+        check_whole("warmup_epochs", self.warmup_epochs)
 
     def epsilon_at(self, epoch: int) -> float:
         """The attack radius in epoch ``epoch`` (from 0) under the linear warm-up."""
@@ -173,11 +149,11 @@ class MacerRecipe:
     deferred_epochs: int = 0
 
     def __post_init__(self) -> None:
-        _check_count("noise_copies", self.noise_copies)
-        _check_at_least_zero("lbd", self.lbd)
-        _check_positive("gamma", self.gamma)
-        _check_positive("beta", self.beta)
-        _check_epochs("deferred_epochs", self.deferred_epochs)
+        check_count("noise_copies", self.noise_copies)
+        check_non_negative("lbd", self.lbd)
+        check_positive("gamma", self.gamma)
+        check_positive("beta", self.beta)
+        check_whole("deferred_epochs", self.deferred_epochs)
 
     def lbd_at(self, epoch: int) -> float:
         """The weight of the robustness loss in epoch ``epoch`` (from 0)."""
@@ -259,8 +235,8 @@ def draw_noise(
     With copies = 1 it holds the same numbers as ``sigma * torch.randn(pixels.shape)`` drawn
     from the same generator state, which Gaussian training draws.
     """
-    _check_count("copies", copies)
-    _check_at_least_zero("sigma", sigma)
+    check_count("copies", copies)
+    check_non_negative("sigma", sigma)
     standard = torch.randn(
         (copies, *pixels.shape), generator=generator, device=pixels.device, dtype=pixels.dtype
     )
@@ -340,8 +316,8 @@ def consistency_loss(
     Raises:
         ValueError: if lbd or eta is out of range or the shapes do not fit.
     """
-    _check_at_least_zero("lbd", lbd)
-    _check_at_least_zero("eta", eta)
+    check_non_negative("lbd", lbd)
+    check_non_negative("eta", eta)
     _check_noise(pixels, labels, noise)
     logits = noisy_logits(model, pixels, noise)  # (m, B, K)
     log_probs = logits.log_softmax(dim=2)  # (m, B, K)
@@ -390,8 +366,8 @@ def smoothadv_loss(
         ValueError: if epsilon or steps is out of range, the shapes do not fit, or the attack
             returns images of another shape.
     """
-    _check_at_least_zero("epsilon", epsilon)
-    _check_count("steps", steps)
+    check_non_negative("epsilon", epsilon)
+    check_count("steps", steps)
     _check_noise(pixels, labels, noise)
     adversarial = pixels
     if epsilon > 0:
@@ -445,10 +421,10 @@ def macer_loss(
     Raises:
         ValueError: if a hyper-parameter is out of range or the shapes do not fit.
     """
-    _check_at_least_zero("sigma", sigma)
-    _check_at_least_zero("lbd", lbd)
-    _check_positive("gamma", gamma)
-    _check_positive("beta", beta)
+    check_non_negative("sigma", sigma)
+    check_non_negative("lbd", lbd)
+    check_positive("gamma", gamma)
+    check_positive("beta", beta)
     _check_noise(pixels, labels, noise)
     logits = noisy_logits(model, pixels, noise)  # (k, B, K)
     batch = logits.shape[1]
