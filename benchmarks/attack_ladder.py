@@ -51,7 +51,8 @@ from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
 from certify.attacks.smoothed import OBJECTIVES
 from certify.cli.common import UserError, epsilon
 from certify.cli.loading import image_generator, selected_indices
-from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile, write_atomically
+from certify.files import write_atomically
+from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile
 from encoders import load_classifier
 from encoders.data import load_dataset
 from encoders.training import resolve_device

@@ -23,11 +23,10 @@ import time
 
 import torch
 
-from certify.attacks.smoothadv import smoothadv_pgd
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset
 from encoders.pretrain import make_optimizer
-from encoders.recipes import SmoothAdvRecipe, make_recipe, recipe_loss
+from encoders.recipes import make_recipe, recipe_loss
 
 RECIPE_NAMES = (
     "gaussian",
@@ -67,11 +66,10 @@ def synchronize(device: torch.device) -> None:
 
 def time_steps(recipe, model, optimizer, data, device, generator) -> float:
     """Seconds per training step over the batches in ``data``."""
-    attack = smoothadv_pgd if isinstance(recipe, SmoothAdvRecipe) else None
     synchronize(device)
     started = time.perf_counter()
     for pixels, labels in data:
-        loss = recipe_loss(recipe, model, pixels, labels, SIGMA, generator, LATE_EPOCH, attack)
+        loss = recipe_loss(recipe, model, pixels, labels, SIGMA, generator, LATE_EPOCH)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

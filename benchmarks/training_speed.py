@@ -36,13 +36,14 @@ from collections.abc import Callable
 
 import torch
 
+from certify.fast import FastOptions
 from encoders.augment import AugmentConfig
 from encoders.backbones import Normalize, build_classifier, build_encoder
 from encoders.data import ImageDataset, load_dataset
 from encoders.finetune import PRESETS, noise_step
 from encoders.pretrain import make_optimizer, simclr_step
 from encoders.simclr import SimCLRModel
-from encoders.training import Processes, TrainingSpeed, epoch_batches, epoch_generator
+from encoders.training import Processes, epoch_batches, epoch_generator
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]  # CIFAR-10's channel statistics, rounded
 
@@ -61,7 +62,7 @@ def images(count: int, data_root: str | None, device: torch.device) -> ImageData
 class Workload:
     """One kind of training (SimCLR or noise training) with one variant's model and optimizer."""
 
-    def __init__(self, kind: str, speed: TrainingSpeed, data: ImageDataset, batch_size: int,
+    def __init__(self, kind: str, speed: FastOptions, data: ImageDataset, batch_size: int,
                  device: torch.device) -> None:
         torch.manual_seed(0)  # the same initial weights for every variant
         self.kind, self.speed, self.data, self.device = kind, speed, data, device
@@ -118,9 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     data = images(args.images, args.data_root, device)
-    variants = {"fp32": TrainingSpeed(), "bf16+cl": TrainingSpeed(bf16=True, channels_last=True)}
+    variants = {"fp32": FastOptions(), "bf16+cl": FastOptions(bfloat16=True, channels_last=True)}
     if args.compile:
-        variants["bf16+cl+compile"] = TrainingSpeed(bf16=True, channels_last=True, compile=True)
+        variants["bf16+cl+compile"] = FastOptions(bfloat16=True, channels_last=True, compile=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {name}, torch {torch.__version__}, {args.images} images "
           f"({'CIFAR-10 JPEG copy' if args.data_root else 'random'}), ResNet-18")

@@ -20,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,11 +42,47 @@ MIN_TIMED_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class FastOptions:
-    """Which speed-ups to apply; all off by default (plain fp32 eager)."""
+    """Which speed-ups to apply; all off by default (plain fp32 eager). Certifying applies them
+    through :func:`accelerate`, training (``encoders``) through the methods below.
+
+    Attributes:
+        channels_last: keep the model and its input batches in NHWC memory format.
+        bfloat16: run the forward pass under bfloat16 autocast.
+        compile: run the model through ``torch.compile`` (compiled once per input shape).
+    """
 
     channels_last: bool = False
     bfloat16: bool = False
     compile: bool = False
+
+    def prepare(
+        self,
+        model: torch.nn.Module,
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    ) -> torch.nn.Module:
+        """Convert ``model`` in place to the memory format, then wrap it (e.g. in
+        DistributedDataParallel) and compile it as asked; returns what to run (and train)
+        through. Weights are still saved from ``model``."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        wrapped = wrap(model) if wrap is not None else model
+        if not self.compile:
+            return wrapped
+        compiled = torch.compile(wrapped)
+        assert isinstance(compiled, torch.nn.Module)  # compiling a module gives a module
+        return compiled
+
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """The batch (B, C, H, W) in the memory format the model expects."""
+        if self.channels_last:
+            return batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast on ``device`` when ``bfloat16`` is set, else a no-op context."""
+        if self.bfloat16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 class FastForward(torch.nn.Module):
@@ -53,12 +91,11 @@ class FastForward(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, options: FastOptions) -> None:
         super().__init__()
         self.options = options
-        self.model = model.to(memory_format=torch.channels_last) if options.channels_last else model
-        self._forward = torch.compile(self.model) if options.compile else self.model
+        self.model = model
+        self._forward = options.prepare(model)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.options.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)  # (B, C, H, W) as NHWC
+        batch = self.options.inputs(batch)  # (B, C, H, W), as NHWC under channels_last
         with torch.autocast(batch.device.type, dtype=torch.bfloat16,
                             enabled=self.options.bfloat16):
             return self._forward(batch).float()

@@ -9,7 +9,8 @@ silently overwrites a results file, and nothing replaces what is not a regular f
 
 While open, a results file is locked (``fcntl.flock`` on ``<file>.lock``, which records the
 holder's pid and is released when the holder closes the file or dies): a second writer is refused
-instead of interleaving its rows with the first's.
+instead of interleaving its rows with the first's. Writing, locking and the path check are those
+of every output (:mod:`certify.files`).
 
 Example:
     >>> with ResultsFile("out.tsv", ("idx", "label"), {"sigma": 0.25}) as results:
@@ -20,14 +21,14 @@ Example:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from certify.files import LockHeldError, path_problem, release_lock, take_lock, write_atomically
 
 COHEN_CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 """The columns of Cohen et al.'s certify.py, which every certify results file starts with."""
@@ -154,68 +155,17 @@ def check_results_path(path: Path) -> None:
     Raises:
         ResultsConflictError: naming the path and what is wrong.
     """
-    if not path.name or path.is_dir():
+    problem = path_problem(path)
+    if problem is None:
+        return
+    kind, parent = problem
+    if kind == "folder":
         raise ResultsConflictError(f"{path} is a folder; name a results file such as "
                                    f"{path / 'run.tsv'}")
-    if path.exists():
-        if not path.is_file():
-            raise ResultsConflictError(f"{path} is not a regular file (a device, FIFO or socket); "
-                                       "results are never written to it")
-        return
-    for parent in path.parents:  # the nearest existing folder above must be a folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise ResultsConflictError(f"cannot create {path}: {parent} is a file, "
-                                           "not a folder")
-            return
-
-
-def _lock(path: Path) -> int:
-    """Take the exclusive lock of the results file ``path``; return its descriptor.
-
-    Raises:
-        ResultsLockedError: naming the holder, if another open ResultsFile holds it.
-    """
-    lock_path = path.with_name(path.name + ".lock")
-    while True:
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(descriptor, 200).decode("utf-8", errors="replace").strip()
-            os.close(descriptor)
-            raise ResultsLockedError(
-                f"{path} is in use by another run ({holder or 'starting'}); wait for it to "
-                "finish or choose another --out"
-            ) from None
-        # The last holder unlinks the lock file as it closes: if that happened between our open
-        # and our flock, we hold a lock nobody else can see, so take the new file's.
-        try:
-            if os.path.samestat(os.fstat(descriptor), os.stat(lock_path)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(descriptor)
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-    return descriptor
-
-
-def _unlock(path: Path, descriptor: int) -> None:
-    path.with_name(path.name + ".lock").unlink(missing_ok=True)  # while still holding the lock
-    os.close(descriptor)
-
-
-def write_atomically(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` through a temporary file and a rename: never a torn
-    file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    if kind == "not a file":
+        raise ResultsConflictError(f"{path} is not a regular file (a device, FIFO or socket); "
+                                   "results are never written to it")
+    raise ResultsConflictError(f"cannot create {path}: {parent} is a file, not a folder")
 
 
 def _canonical(settings: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +212,13 @@ class ResultsFile:
         self._key_positions = [self.columns.index(name) for name in key]
         check_results_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.path)
+        try:
+            self._lock = take_lock(self.path)
+        except LockHeldError as error:
+            raise ResultsLockedError(
+                f"{self.path} is in use by another run ({error.holder}); wait for it to finish "
+                "or choose another --out"
+            ) from None
         try:
             if self.path.exists() and not overwrite:
                 self._resume()
@@ -270,7 +226,7 @@ class ResultsFile:
                 self._create()
             self._handle = open(self.path, "a", encoding="utf-8")
         except BaseException:
-            _unlock(self.path, self._lock)
+            release_lock(self.path, self._lock)
             raise
 
     def _create(self) -> None:
@@ -344,7 +300,7 @@ class ResultsFile:
         """Close the file and release its lock; every appended row is already on disk."""
         if not self._handle.closed:
             self._handle.close()
-            _unlock(self.path, self._lock)
+            release_lock(self.path, self._lock)
 
     def __enter__(self) -> ResultsFile:
         return self

@@ -39,7 +39,6 @@ import pickle
 import pickletools
 import platform
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 import torch
 import torchvision
 
+from certify.files import write_atomically
 from encoders.backbones import Classifier, build_classifier
 from encoders.errors import CheckpointError, one_line
 
@@ -112,23 +112,7 @@ def save_checkpoint(
     payload[DIGEST_KEY] = content_digest(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    write_atomically(path, lambda file: torch.save(payload, file))
 
 
 def _check_metadata(metadata: Any, error: type[ValueError]) -> None:

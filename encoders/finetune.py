@@ -36,16 +36,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from certify.fast import FastOptions
 from encoders.augment import pad_crop_flip
 from encoders.backbones import Classifier, build_classifier, default_architecture
 from encoders.checkpoint import float32_state, load_checkpoint, save_checkpoint, versions
 from encoders.data import ImageDataset, load_training_split
 from encoders.errors import CheckpointError, one_line
 from encoders.pretrain import make_optimizer
-from encoders.recipes import Attack, GaussianRecipe, Recipe, check_recipe, recipe_loss
+from encoders.recipes import GaussianRecipe, Recipe, check_recipe, recipe_loss
 from encoders.training import (
     Processes,
-    TrainingSpeed,
     channel_stats,
     check_finite_loss,
     check_finite_weights,
@@ -87,7 +87,7 @@ class FinetuneConfig:
     ``schedule`` "cosine" decays the lr to 0 over the run, "step" multiplies it by
     ``lr_gamma`` every ``lr_step_epochs`` epochs; ``augment`` "crop-flip" adds random crops of the
     image padded by 4 pixels and horizontal flips before the noise; ``bf16``, ``channels_last``
-    and ``compile`` are the opt-in speed options (:class:`encoders.training.TrainingSpeed`)."""
+    and ``compile`` are the opt-in speed options (:class:`certify.fast.FastOptions`)."""
 
     sigma: float
     out: str
@@ -124,8 +124,9 @@ class FinetuneConfig:
         return cls(**{**PRESETS[name], **fields})
 
     @property
-    def speed(self) -> TrainingSpeed:
-        return TrainingSpeed(self.bf16, self.channels_last, self.compile)
+    def speed(self) -> FastOptions:
+        return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
+                           compile=self.compile)
 
     @property
     def partial_path(self) -> Path:
@@ -222,15 +223,14 @@ def noise_step(
     sigma: float,
     augment: str,
     generator: torch.Generator,
-    speed: TrainingSpeed = TrainingSpeed(),
+    speed: FastOptions = FastOptions(),
     recipe: Recipe = GaussianRecipe(),
     epoch: int = 0,
-    attack: Attack | None = None,
 ) -> float:
     """One update on a batch (B, C, H, W) of pixels with labels (B,): the augmentation
     (``"crop-flip"`` or ``"none"``), then the recipe's loss on Gaussian noise of standard
     deviation sigma (:func:`encoders.recipes.recipe_loss`; Gaussian training: cross-entropy on one
-    noisy copy), computed in float32 also under ``speed.bf16``, backward, step.
+    noisy copy), computed in float32 also under ``speed.bfloat16``, backward, step.
 
     Returns:
         The loss before the update.
@@ -238,8 +238,7 @@ def noise_step(
     if augment == "crop-flip":
         pixels = pad_crop_flip(pixels, CROP_PADDING, generator)
     with speed.autocast(pixels.device):
-        loss = recipe_loss(recipe, model, speed.inputs(pixels), labels, sigma, generator, epoch,
-                           attack)
+        loss = recipe_loss(recipe, model, speed.inputs(pixels), labels, sigma, generator, epoch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -251,7 +250,6 @@ def finetune(
     progress: bool = False,
     should_stop: Callable[[int], bool] | None = None,
     train: ImageDataset | None = None,
-    attack: Attack | None = None,
 ) -> Path:
     """Train a base classifier with Gaussian noise at ``config.sigma`` and save it.
 
@@ -263,8 +261,6 @@ def finetune(
         should_stop: asked after each epoch's partial checkpoint is written, with the number of
             epochs done; True ends this call early (running it again resumes).
         train: the training split, if already loaded (default: loaded from ``config``).
-        attack: the attack of recipe "smoothadv" (``certify.attacks.smoothadv.smoothadv_pgd``,
-            passed in by the command: encoders never imports certify); None for the others.
 
     Returns:
         The path of a "classifier" checkpoint that :func:`encoders.load_classifier` reads; its
@@ -277,10 +273,10 @@ def finetune(
             :func:`encoders.training.output_lock`), or a partial checkpoint of another recipe.
     """
     _check(config)
-    check_recipe(config.recipe, attack)
+    check_recipe(config.recipe)
     with output_lock(config.out):
         _check_not_written(config)  # again: a run that held the lock may have finished
-        return _train(config, progress, should_stop, train, attack)
+        return _train(config, progress, should_stop, train)
 
 
 def _train(
@@ -288,7 +284,6 @@ def _train(
     progress: bool,
     should_stop: Callable[[int], bool] | None,
     train: ImageDataset | None,
-    attack: Attack | None,
 ) -> Path:
     device = resolve_device(config.device)
     if train is None:
@@ -328,7 +323,7 @@ def _train(
                 pixels, labels = data.batch(indices)
                 loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
                                   config.sigma, config.augment, generator, speed, config.recipe,
-                                  epoch, attack)
+                                  epoch)
                 check_finite_loss(loss, epoch, step)
                 total += loss
                 bar.update()

@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from tqdm import tqdm
 
+from certify.fast import FastOptions
 from encoders.augment import AugmentConfig, augment
 from encoders.backbones import ARCHITECTURES, Normalize, build_encoder, default_architecture
 from encoders.checkpoint import (
@@ -43,7 +44,6 @@ from encoders.errors import one_line
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import (
     Processes,
-    TrainingSpeed,
     channel_stats,
     check_finite_loss,
     check_finite_weights,
@@ -62,7 +62,7 @@ from encoders.training import (
 class PretrainConfig:
     """A SimCLR pre-training run; ``architecture`` None picks small_cnn for digits, else
     resnet18. ``bf16``, ``channels_last`` and ``compile`` are the opt-in speed options
-    (:class:`encoders.training.TrainingSpeed`)."""
+    (:class:`certify.fast.FastOptions`)."""
 
     dataset: str = "digits"
     out: str = "runs/simclr.pt"
@@ -86,8 +86,9 @@ class PretrainConfig:
         return self.architecture or default_architecture(self.dataset)
 
     @property
-    def speed(self) -> TrainingSpeed:
-        return TrainingSpeed(self.bf16, self.channels_last, self.compile)
+    def speed(self) -> FastOptions:
+        return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
+                           compile=self.compile)
 
     def recipe(self, world_size: int) -> dict:
         """What determines the weights (not where files live, which device runs it, or the
@@ -160,12 +161,12 @@ def simclr_step(
     augment_config: AugmentConfig,
     generator: torch.Generator,
     processes: Processes,
-    speed: TrainingSpeed = TrainingSpeed(),
+    speed: FastOptions = FastOptions(),
 ) -> float:
     """One SimCLR update on a batch (B, C, H, W) of pixels: two views, NT-Xent, backward, step.
 
-    Under ``speed.bf16`` the forward pass runs in bfloat16 autocast and NT-Xent in float32 on its
-    outputs; ``model`` is what :meth:`TrainingSpeed.prepare` returned.
+    Under ``speed.bfloat16`` the forward pass runs in bfloat16 autocast and NT-Xent in float32 on
+    its outputs; ``model`` is what :meth:`FastOptions.prepare` returned.
 
     Returns:
         The loss before the update.

@@ -23,9 +23,9 @@ gets m copies. Jeong and Shin's and Salman et al.'s code split each batch of 256
 chunks of 256/m images with m copies each, so ``batch_size = 256 / m`` here reproduces their
 steps; MACER's code gives each of 64 images its k copies, as here.
 
-SmoothAdv needs an attack on the soft smoothed classifier. This package does not implement one:
-a caller passes any callable ``attack(model, pixels, labels, noise, epsilon, steps)`` returning
-adversarial pixels, such as :func:`certify.attacks.smoothadv.smoothadv_pgd`.
+SmoothAdv's attack on the soft smoothed classifier is the library's
+:func:`certify.attacks.smoothadv_pgd`; the soft smoothed classifier's losses are those of
+:mod:`certify.losses`.
 
 Example:
     >>> recipe = make_recipe("consistency", lbd=10.0)
@@ -35,9 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Union
 
@@ -45,34 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
-"""``attack(model, pixels, labels, noise, epsilon, steps) -> adversarial pixels``: pixels (B, C,
-H, W) in [0, 1], labels (B,), noise (m, B, C, H, W) scaled by sigma, the L2 radius epsilon > 0
-and the number of PGD steps; returns (B, C, H, W) within epsilon of pixels and in [0, 1]."""
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _check_at_least_zero(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
-    ):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_epochs(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+from certify.attacks.smoothadv import smoothadv_pgd
+from certify.checks import check_count, check_non_negative, check_positive, check_whole
+from certify.losses import log_soft_smoothed, noisy_logits
+from certify.sampling import evaluating
 
 
 @dataclass(frozen=True)
@@ -109,9 +82,9 @@ class ConsistencyRecipe:
     eta: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_count("noise_copies", self.noise_copies)
-        _check_at_least_zero("lbd", self.lbd)
-        _check_at_least_zero("eta", self.eta)
+        check_count("noise_copies", self.noise_copies)
+        check_non_negative("lbd", self.lbd)
+        check_non_negative("eta", self.eta)
 
 
 @dataclass(frozen=True)
@@ -139,10 +112,10 @@ class SmoothAdvRecipe:
     warmup_epochs: int = 10
 
     def __post_init__(self) -> None:
-        _check_count("noise_copies", self.noise_copies)
-        _check_at_least_zero("epsilon", self.epsilon)
-        _check_count("attack_steps", self.attack_steps)
-        _check_epochs("warmup_epochs", self.warmup_epochs)
+        check_count("noise_copies", self.noise_copies)
+        check_non_negative("epsilon", self.epsilon)
+        check_count("attack_steps", self.attack_steps)
+        check_whole("warmup_epochs", self.warmup_epochs)
 
     def epsilon_at(self, epoch: int) -> float:
         """The attack radius in epoch ``epoch`` (from 0) under the linear warm-up."""
@@ -176,11 +149,11 @@ class MacerRecipe:
     deferred_epochs: int = 0
 
     def __post_init__(self) -> None:
-        _check_count("noise_copies", self.noise_copies)
-        _check_at_least_zero("lbd", self.lbd)
-        _check_positive("gamma", self.gamma)
-        _check_positive("beta", self.beta)
-        _check_epochs("deferred_epochs", self.deferred_epochs)
+        check_count("noise_copies", self.noise_copies)
+        check_non_negative("lbd", self.lbd)
+        check_positive("gamma", self.gamma)
+        check_positive("beta", self.beta)
+        check_whole("deferred_epochs", self.deferred_epochs)
 
     def lbd_at(self, epoch: int) -> float:
         """The weight of the robustness loss in epoch ``epoch`` (from 0)."""
@@ -262,8 +235,8 @@ def draw_noise(
     With copies = 1 it holds the same numbers as ``sigma * torch.randn(pixels.shape)`` drawn
     from the same generator state, which Gaussian training draws.
     """
-    _check_count("copies", copies)
-    _check_at_least_zero("sigma", sigma)
+    check_count("copies", copies)
+    check_non_negative("sigma", sigma)
     standard = torch.randn(
         (copies, *pixels.shape), generator=generator, device=pixels.device, dtype=pixels.dtype
     )
@@ -280,13 +253,6 @@ def _check_noise(pixels: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor
             f"noise must have shape (m, {', '.join(map(str, pixels.shape))}) with m >= 1, "
             f"got {tuple(noise.shape)}"
         )
-
-
-def _noisy_logits(model: nn.Module, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """f(x + e_j) for every copy j: (B, C, H, W), (m, B, C, H, W) -> (m, B, K)."""
-    copies, batch = noise.shape[:2]
-    noisy = (pixels.unsqueeze(0) + noise).reshape(copies * batch, *pixels.shape[1:])  # (m*B, ...)
-    return model(noisy).view(copies, batch, -1)  # (m, B, K)
 
 
 def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -315,7 +281,7 @@ def gaussian_loss(
         ValueError: if the shapes do not fit.
     """
     _check_noise(pixels, labels, noise)
-    return _mean_cross_entropy(_noisy_logits(model, pixels, noise), labels)
+    return _mean_cross_entropy(noisy_logits(model, pixels, noise), labels)
 
 
 def consistency_loss(
@@ -350,13 +316,12 @@ def consistency_loss(
     Raises:
         ValueError: if lbd or eta is out of range or the shapes do not fit.
     """
-    _check_at_least_zero("lbd", lbd)
-    _check_at_least_zero("eta", eta)
+    check_non_negative("lbd", lbd)
+    check_non_negative("eta", eta)
     _check_noise(pixels, labels, noise)
-    logits = _noisy_logits(model, pixels, noise)  # (m, B, K)
+    logits = noisy_logits(model, pixels, noise)  # (m, B, K)
     log_probs = logits.log_softmax(dim=2)  # (m, B, K)
-    copies = logits.shape[0]
-    log_mean = torch.logsumexp(log_probs, dim=0) - math.log(copies)  # log p_hat, (B, K)
+    log_mean = log_soft_smoothed(log_probs, dim=0)  # log p_hat, (B, K)
     mean = log_mean.exp()  # p_hat, (B, K)
     kl = (mean.unsqueeze(0) * (log_mean.unsqueeze(0) - log_probs)).sum(dim=2)  # (m, B)
     entropy = -(mean * log_mean).sum(dim=1)  # (B,)
@@ -364,25 +329,11 @@ def consistency_loss(
     return _mean_cross_entropy(logits, labels) + regulariser.mean()
 
 
-@contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode, then restore each module's own mode (a frozen encoder
-    stays in eval mode inside a model in training mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.train(training)
-
-
 def smoothadv_loss(
     model: nn.Module,
     pixels: torch.Tensor,
     labels: torch.Tensor,
     noise: torch.Tensor,
-    attack: Attack,
     epsilon: float,
     steps: int,
 ) -> torch.Tensor:
@@ -397,15 +348,14 @@ def smoothadv_loss(
 
         L = (1/m) sum_j CE(f(x' + e_j), y)
 
-    on the same noise, averaged over the batch. No gradient flows through x'. With epsilon = 0
-    the attack is not run and x' = x.
+    on the same noise, averaged over the batch. No gradient flows through x'. The attack is
+    :func:`certify.attacks.smoothadv_pgd`; with epsilon = 0 it is not run and x' = x.
 
     Args:
         model: the base classifier f, pixels (B, C, H, W) -> logits (B, K).
         pixels: clean images (B, C, H, W) with pixels in [0, 1].
         labels: classes (B,), int64.
         noise: e_j, shape (m, B, C, H, W), already scaled by sigma.
-        attack: see :data:`Attack`, e.g. :func:`certify.attacks.smoothadv.smoothadv_pgd`.
         epsilon: the attack's L2 radius, >= 0 (after any warm-up).
         steps: the attack's PGD steps, >= 1.
 
@@ -416,18 +366,18 @@ def smoothadv_loss(
         ValueError: if epsilon or steps is out of range, the shapes do not fit, or the attack
             returns images of another shape.
     """
-    _check_at_least_zero("epsilon", epsilon)
-    _check_count("steps", steps)
+    check_non_negative("epsilon", epsilon)
+    check_count("steps", steps)
     _check_noise(pixels, labels, noise)
     adversarial = pixels
     if epsilon > 0:
-        with _evaluation_mode(model):
-            adversarial = attack(model, pixels, labels, noise, epsilon, steps).detach()
+        with evaluating(model):
+            adversarial = smoothadv_pgd(model, pixels, labels, noise, epsilon, steps).detach()
         if adversarial.shape != pixels.shape:
             raise ValueError(
                 f"attack returned shape {tuple(adversarial.shape)}, expected {tuple(pixels.shape)}"
             )
-    return _mean_cross_entropy(_noisy_logits(model, adversarial, noise), labels)
+    return _mean_cross_entropy(noisy_logits(model, adversarial, noise), labels)
 
 
 def macer_loss(
@@ -471,15 +421,15 @@ def macer_loss(
     Raises:
         ValueError: if a hyper-parameter is out of range or the shapes do not fit.
     """
-    _check_at_least_zero("sigma", sigma)
-    _check_at_least_zero("lbd", lbd)
-    _check_positive("gamma", gamma)
-    _check_positive("beta", beta)
+    check_non_negative("sigma", sigma)
+    check_non_negative("lbd", lbd)
+    check_positive("gamma", gamma)
+    check_positive("beta", beta)
     _check_noise(pixels, labels, noise)
-    logits = _noisy_logits(model, pixels, noise)  # (k, B, K)
-    copies, batch = logits.shape[:2]
+    logits = noisy_logits(model, pixels, noise)  # (k, B, K)
+    batch = logits.shape[1]
     # log G(x) = log((1/k) sum_j softmax(f(x + e_j))), in log space: (B, K)
-    log_soft = torch.logsumexp(logits.log_softmax(dim=2), dim=0) - math.log(copies)
+    log_soft = log_soft_smoothed(logits.log_softmax(dim=2), dim=0)
     classification = F.nll_loss(log_soft, labels)
     soft_beta = (beta * logits).softmax(dim=2).mean(dim=0)  # G_beta(x), (B, K)
     top = soft_beta.topk(2, dim=1)  # values and indices, (B, 2)
@@ -493,16 +443,10 @@ def macer_loss(
     return classification + lbd * robustness
 
 
-def check_recipe(recipe: Recipe, attack: Attack | None) -> None:
-    """Raise ValueError unless ``recipe`` is a recipe dataclass and ``attack`` is given exactly
-    when the recipe is SmoothAdv."""
+def check_recipe(recipe: Recipe) -> None:
+    """Raise ValueError unless ``recipe`` is a recipe dataclass."""
     if not isinstance(recipe, tuple(RECIPE_TYPES.values())):
         raise ValueError(f"recipe must be one of the recipe dataclasses, got {recipe!r}")
-    if (attack is None) == isinstance(recipe, SmoothAdvRecipe):
-        raise ValueError(
-            "attack must be given for recipe 'smoothadv' (e.g. "
-            "certify.attacks.smoothadv.smoothadv_pgd) and only for it"
-        )
 
 
 def recipe_loss(
@@ -513,7 +457,6 @@ def recipe_loss(
     sigma: float,
     generator: torch.Generator | None,
     epoch: int,
-    attack: Attack | None = None,
 ) -> torch.Tensor:
     """One training step's loss under ``recipe``: draws the noise, applies the epoch's schedule.
 
@@ -525,25 +468,20 @@ def recipe_loss(
         sigma: the training noise level >= 0.
         generator: the generator the noise is drawn from (recipe.noise_copies draws per pixel).
         epoch: the epoch (from 0), for SmoothAdv's warm-up and MACER's deferral.
-        attack: required by SmoothAdv, see :data:`Attack`; must be None for the others.
 
     Returns:
         The scalar loss.
 
     Raises:
-        ValueError: if the recipe is not a recipe, the attack is missing or superfluous, or an
-            argument is out of range.
+        ValueError: if the recipe is not a recipe or an argument is out of range.
     """
-    check_recipe(recipe, attack)
+    check_recipe(recipe)
     noise = draw_noise(pixels, recipe.noise_copies, sigma, generator)
     if isinstance(recipe, ConsistencyRecipe):
         return consistency_loss(model, pixels, labels, noise, recipe.lbd, recipe.eta)
     if isinstance(recipe, SmoothAdvRecipe):
-        assert attack is not None  # check_recipe refused a SmoothAdv recipe without one
         epsilon = recipe.epsilon_at(epoch)
-        return smoothadv_loss(
-            model, pixels, labels, noise, attack, epsilon, recipe.attack_steps
-        )
+        return smoothadv_loss(model, pixels, labels, noise, epsilon, recipe.attack_steps)
     if isinstance(recipe, MacerRecipe):
         return macer_loss(
             model, pixels, labels, noise, sigma, recipe.lbd_at(epoch), recipe.gamma, recipe.beta

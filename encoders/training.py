@@ -6,25 +6,26 @@ backend is gloo on the CPU and nccl on CUDA. Every random draw comes from a gene
 (seed, epoch, rank), so a run resumed from an epoch's checkpoint continues exactly as if it had
 never stopped.
 
-The speed options (:class:`TrainingSpeed`) are those of ``certify``: bfloat16 autocast of the
-forward pass (losses are computed in float32 from its outputs), channels_last memory format and
-torch.compile. benchmarks/training_speed.py measures them against float32 side by side.
+The speed options are those of ``certify`` (:class:`certify.fast.FastOptions`): bfloat16
+autocast of the forward pass (losses are computed in float32 from its outputs), channels_last
+memory format and torch.compile. benchmarks/training_speed.py measures them against float32 side
+by side.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from certify.files import LockHeldError, path_problem, release_lock, take_lock
+from certify.torchrun import torchrun_place
 from encoders.data import ImageDataset
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
@@ -60,18 +61,18 @@ def check_output_path(out: str | os.PathLike) -> None:
     if not text.strip():
         raise ValueError(f"out must name a checkpoint file, got {text!r}")
     path = Path(text)
-    if path.is_dir():
+    problem = path_problem(path, writable=True)
+    if problem is None:
+        return
+    kind, parent = problem
+    if kind == "folder":
         raise ValueError(f"out {text} is a folder; name a checkpoint file such as "
                          f"{path / 'model.pt'}")
-    if path.exists() and not path.is_file():
+    if kind == "not a file":
         raise ValueError(f"out {text} is not a regular file")
-    for parent in path.parents:  # the nearest existing folder above must be a writable folder
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"out {text} cannot be written: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"out {text} cannot be written: {parent} is not writable")
-            return
+    if kind == "below a file":
+        raise ValueError(f"out {text} cannot be written: {parent} is a file, not a folder")
+    raise ValueError(f"out {text} cannot be written: {parent} is not writable")
 
 
 @contextlib.contextmanager
@@ -79,39 +80,25 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of a training output (``fcntl.flock`` on ``<out>.lock``, which
     records the holder's pid and goes when the holder leaves the block or dies) for a whole run,
     so that two runs on one ``--out`` never replace each other's model or partial checkpoint:
-    the second is refused at once. (certify's results files have the same lock; encoders never
-    imports certify, so it is written here too.)
+    the second is refused at once. It is the lock of certify's results files
+    (:func:`certify.files.take_lock`).
 
     Raises:
         ValueError: naming ``out`` and the holder, if another run holds the lock.
     """
     path = Path(out)
-    lock_path = path.with_name(path.name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(descriptor, 200).decode("utf-8", errors="replace").strip()
-            os.close(descriptor)
-            raise ValueError(
-                f"out {path} is in use by another training run ({holder or 'starting'}); wait "
-                "for it to finish or choose another --out"
-            ) from None
-        try:  # the last holder unlinks the file as it leaves: take the file that is there now
-            if os.path.samestat(os.fstat(descriptor), os.stat(lock_path)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(descriptor)
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    try:
+        descriptor = take_lock(path)
+    except LockHeldError as error:
+        raise ValueError(
+            f"out {path} is in use by another training run ({error.holder}); wait for it to "
+            "finish or choose another --out"
+        ) from None
     try:
         yield
     finally:
-        lock_path.unlink(missing_ok=True)  # while still holding the lock
-        os.close(descriptor)
+        release_lock(path, descriptor)
 
 
 def check_finite_loss(loss: torch.Tensor | float, epoch: int, step: int) -> None:
@@ -165,12 +152,12 @@ def resolve_device(name: str) -> torch.device:
 
 def start_processes(device: str) -> Processes:
     """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    place = torchrun_place()
+    rank, world_size = place.rank, place.world_size
     chosen = resolve_device(device)
     if world_size > 1:
         if chosen.type == "cuda":
-            chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            chosen = torch.device("cuda", place.local_rank)
             torch.cuda.set_device(chosen)
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
     return Processes(rank, world_size, chosen)
@@ -217,50 +204,6 @@ def step_lr(base_lr: float, epoch: int, step_epochs: int, gamma: float) -> float
     """base_lr * gamma ** (epoch // step_epochs): the step schedule of Cohen et al. (2019),
     lr 0.1 divided by 10 every 30 epochs (PyTorch's StepLR, stepped once per epoch)."""
     return base_lr * gamma ** (epoch // step_epochs)
-
-
-@dataclass(frozen=True)
-class TrainingSpeed:
-    """Opt-in speed options of a training loop; all off means plain float32 eager.
-
-    Attributes:
-        bf16: run the forward pass under bfloat16 autocast.
-        channels_last: keep the model and its input batches in NHWC memory format.
-        compile: train through ``torch.compile`` of the model (compiled once per input shape).
-    """
-
-    bf16: bool = False
-    channels_last: bool = False
-    compile: bool = False
-
-    def prepare(
-        self,
-        model: torch.nn.Module,
-        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-    ) -> torch.nn.Module:
-        """Convert ``model`` in place to the memory format, then wrap it (e.g. in
-        DistributedDataParallel) and compile it as asked; returns what to train through.
-        Weights are still saved from ``model``."""
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        wrapped = wrap(model) if wrap is not None else model
-        if not self.compile:
-            return wrapped
-        compiled = torch.compile(wrapped)
-        assert isinstance(compiled, torch.nn.Module)  # compiling a module gives a module
-        return compiled
-
-    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        """The batch (B, C, H, W) in the memory format the model expects."""
-        if self.channels_last:
-            return batch.contiguous(memory_format=torch.channels_last)
-        return batch
-
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast on ``device`` when ``bf16`` is set, else a no-op context."""
-        if self.bf16:
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
 
 def on_device(dataset: ImageDataset, device: torch.device) -> ImageDataset:

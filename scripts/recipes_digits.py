@@ -33,11 +33,10 @@ from pathlib import Path
 import torch
 
 from certify.analysis import average_certified_radius, certified_accuracy, read_results
-from certify.attacks.smoothadv import smoothadv_pgd
 from certify.cli.certify import main as certify_main
 from encoders.finetune import FinetuneConfig, finetune
 from encoders.pretrain import PretrainConfig, pretrain
-from encoders.recipes import SmoothAdvRecipe, make_recipe
+from encoders.recipes import make_recipe
 
 DIGITS_PRESETS = {
     "gaussian": "gaussian",
@@ -118,7 +117,6 @@ def run(config: DigitsRecipesConfig, log=print) -> dict[tuple[float, str, str], 
                                 epochs=config.epochs, seed=seed, device=config.device,
                                 recipe=recipe,
                             ),
-                            attack=smoothadv_pgd if isinstance(recipe, SmoothAdvRecipe) else None,
                         )
                         log(f"{stem}: trained in {time.perf_counter() - begun:.0f} s")
                     results = results_path(work, stem, config)

@@ -9,8 +9,7 @@ with exactly those draws,
 
 then train on x' + e_j with the same e_j. Unlike :class:`certify.attacks.EOTPGD` (fresh noise at
 every step, an evaluation attack), the noise here is an argument, so training sees the noise the
-attack saw. The function fits ``encoders.recipes.Attack`` and is passed to
-``encoders.finetune.finetune(config, attack=smoothadv_pgd)`` for recipe "smoothadv".
+attack saw. It is the attack of the training recipe "smoothadv" (``encoders.recipes``).
 
 Example:
     >>> noise = 0.25 * torch.randn(4, *images.shape)            # m = 4 draws, scaled by sigma
@@ -19,28 +18,14 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from certify.attacks.pgd import check_batch, check_differentiable, check_eps_in_box
 from certify.attacks.projection import ascent_direction, project
 from certify.checks import check_count, check_positive
+from certify.losses import soft_smoothed_nll
 from certify.sampling import evaluating
-
-
-def soft_smoothed_nll(
-    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """-log((1/m) sum_j softmax(f(x + e_j))_y) for each image: (B, C, H, W), (B,), (m, B, C, H,
-    W) -> (B,), computed in log space so that it stays finite when the label's probability
-    underflows."""
-    copies, batch = noise.shape[:2]
-    noisy = (inputs.unsqueeze(0) + noise).reshape(copies * batch, *inputs.shape[1:])  # (m*B, ...)
-    log_probs = model(noisy).log_softmax(dim=1).view(copies, batch, -1)  # (m, B, K)
-    chosen = log_probs.gather(2, labels.view(1, -1, 1).expand(copies, -1, 1)).squeeze(2)  # (m, B)
-    return math.log(copies) - torch.logsumexp(chosen, dim=0)
 
 
 def smoothadv_pgd(
@@ -55,8 +40,9 @@ def smoothadv_pgd(
 
     Paper: Salman et al., NeurIPS 2019 (SmoothAdv_PGD, as in their training code): start at the
     clean image, take ``steps`` steps of length 2 * epsilon / steps along the L2-normalised
-    gradient of :func:`soft_smoothed_nll`, projecting onto the epsilon-ball and the box [0, 1]
-    after each (:func:`certify.attacks.projection.project`). Every step reuses ``noise``.
+    gradient of :func:`certify.losses.soft_smoothed_nll`, projecting onto the epsilon-ball and
+    the box [0, 1] after each (:func:`certify.attacks.projection.project`). Every step reuses
+    ``noise``.
     Distance: L2, in pixel units of images in [0, 1].
 
     The model runs in eval mode (as in Salman et al.'s training code) and is given back in the

@@ -18,13 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from certify.attacks.pgd import PGD, PGDConfig
 from certify.checks import check_count, check_positive
+from certify.losses import log_soft_smoothed
 
 
 class NaiveSmoothedPGD(PGD):
@@ -136,6 +135,6 @@ class EOTPGD(PGD):
         chosen = log_probs.gather(2, labels.view(-1, 1, 1).expand(-1, m, 1)).squeeze(2)  # (B, m)
         if self.objective == "expectation":
             return -chosen.mean(dim=1)
-        # log((1/m) sum_j p_j) computed in log space: no floor is needed when the label's
+        # -log((1/m) sum_j p_j) computed in log space: no floor is needed when the label's
         # probability underflows, and the gradient does not vanish there.
-        return math.log(m) - torch.logsumexp(chosen, dim=1)
+        return -log_soft_smoothed(chosen, dim=1)

@@ -63,6 +63,7 @@ from certify.results import (
 from certify.sampling import model_device
 from certify.sequential import RULES
 from certify.smoothing import certify, predict
+from certify.torchrun import torchrun_place
 
 CERTIFY_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "pA_lower", "count", "samples")
 PREDICT_COLUMNS = COHEN_PREDICT_COLUMNS
@@ -119,7 +120,8 @@ def shard_of(args: argparse.Namespace) -> tuple[int, int]:
     """(shard, number of shards) from --shard, else from torchrun's RANK and WORLD_SIZE."""
     if args.shard is not None:
         return parse_shard(args.shard)
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    place = torchrun_place()
+    return place.rank, place.world_size
 
 
 def certify_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, label: int,

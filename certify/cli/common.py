@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from certify.cli.startup import INTERRUPTED, stop_catching_interrupts
+from certify.torchrun import torchrun_place
 from encoders.errors import one_line
 
 USER_ERROR = 2
@@ -121,7 +122,7 @@ def _memory_advice(parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
 
 def is_main_process() -> bool:
     """False in the processes of a torchrun run other than the first (RANK > 0)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return torchrun_place().rank == 0
 
 
 def _argument(text: str, convert: Callable[[str], Any], valid: Callable[[Any], bool],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from certify.attacks.smoothadv import smoothadv_pgd
 from certify.cli.common import (
     OneLineParser,
     UserError,
@@ -35,7 +34,7 @@ from encoders.finetune import (
     FinetuneConfig,
     finetune,
 )
-from encoders.recipes import RECIPE_PRESETS, RECIPES, SmoothAdvRecipe, make_recipe
+from encoders.recipes import RECIPE_PRESETS, RECIPES, make_recipe
 
 RECIPE_HYPER_PARAMETERS = {
     "noise_copies": positive_int, "lbd": non_negative_float, "eta": non_negative_float,
@@ -86,12 +85,10 @@ def run(args: argparse.Namespace) -> int:
         recipe = make_recipe(arguments.pop("recipe"), **overrides)
     except ValueError as error:
         raise UserError(f"--recipe: {error}") from None
-    # SmoothAdv's attack lives in certify/attacks; encoders, which trains, never imports certify.
-    attack = smoothadv_pgd if isinstance(recipe, SmoothAdvRecipe) else None
     time_limit = arguments.pop("time_limit")
     config = FinetuneConfig(**arguments, recipe=recipe)
     with EpochClock(config.epochs, time_limit) as clock:
-        written = finetune(config, progress=True, should_stop=clock, attack=attack)
+        written = finetune(config, progress=True, should_stop=clock)
     return report_written(written, clock)
 
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from certify.cli.loading import selected_indices
+from certify.files import write_atomically
 from certify.results import (
     ResultsConflictError,
     check_results_path,
     read_settings,
     read_table,
     settings_path,
-    write_atomically,
 )
 
 

@@ -1,12 +1,13 @@
-"""The ``encoders-finetune`` command builds the recipe from its flags and hands SmoothAdv its attack
-(certify/attacks), which the training library in encoders cannot import."""
+"""The ``encoders-finetune`` command builds the recipe from its flags; SmoothAdv trains with the
+attack of certify/attacks."""
 
 from __future__ import annotations
 
 import pytest
 
 import certify.cli.finetune as finetune_command
-from certify.attacks.smoothadv import smoothadv_pgd
+import encoders.recipes
+from certify.attacks import smoothadv_pgd
 from encoders.recipes import GaussianRecipe, MacerRecipe, SmoothAdvRecipe
 
 
@@ -15,8 +16,9 @@ def captured(monkeypatch, tmp_path):
     """The (config, attack) the command would train with, without training."""
     calls = []
 
-    def fake_finetune(config, progress=False, attack=None, should_stop=None):
-        calls.append((config, attack))
+    def fake_finetune(config, progress=False, should_stop=None):
+        smoothadv = isinstance(config.recipe, SmoothAdvRecipe)
+        calls.append((config, encoders.recipes.smoothadv_pgd if smoothadv else None))
         return tmp_path / "x.pt"
 
     monkeypatch.setattr(finetune_command, "finetune", fake_finetune)

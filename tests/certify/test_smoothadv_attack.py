@@ -11,7 +11,7 @@ import torch
 
 import encoders
 from certify.attacks import perturbation_norms, smoothadv_pgd
-from certify.attacks.smoothadv import soft_smoothed_nll
+from certify.losses import soft_smoothed_nll
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset
 from encoders.finetune import FinetuneConfig, finetune
@@ -134,7 +134,7 @@ def test_smoothadv_recipe_lowers_its_own_loss():
     noise = draw_noise(pixels, 2, SIGMA, torch.Generator().manual_seed(0))
 
     def loss() -> torch.Tensor:
-        return smoothadv_loss(model, pixels, labels, noise, smoothadv_pgd, 0.5, 2)
+        return smoothadv_loss(model, pixels, labels, noise, 0.5, 2)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_finetune_with_the_smoothadv_recipe(tmp_path):
         sigma=SIGMA, out=str(tmp_path / "smoothadv.pt"), epochs=1, batch_size=256, device="cpu",
         recipe=recipe,
     )
-    out = finetune(config, attack=smoothadv_pgd)
+    out = finetune(config)
     assert encoders.read_metadata(out)["recipe"]["recipe"] == {
         "name": "smoothadv", "noise_copies": 2, "epsilon": 0.5, "attack_steps": 2,
         "warmup_epochs": 2,

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from certify.fast import FastOptions
 from encoders import finetune as finetune_module
 from encoders.augment import pad_crop_flip
 from encoders.backbones import build_classifier
@@ -18,7 +19,7 @@ from encoders.checkpoint import half_precision_copy, load_checkpoint, portable_c
 from encoders.data import ImageDataset, load_dataset
 from encoders.finetune import PRESETS, FinetuneConfig, finetune
 from encoders.pretrain import PretrainConfig, pretrain
-from encoders.training import TrainingSpeed, step_lr
+from encoders.training import step_lr
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def parsed(monkeypatch, command: str, argv: list[str]):
     module = importlib.import_module(f"certify.cli.{command}")
     seen = []
     monkeypatch.setattr(module, command,
-                        lambda config, progress=False, attack=None, should_stop=None:
+                        lambda config, progress=False, should_stop=None:
                         seen.append(config) or Path("x.pt"))
     assert module.main(argv) == 0
     return seen[0]
@@ -169,7 +170,7 @@ def test_pretraining_stops_when_asked_and_resumes_from_a_light_checkpoint(tmp_pa
     assert len(finished["training_state"]["history"]) == 2
 
 
-def _first_losses(speed: TrainingSpeed, data: ImageDataset, steps: int) -> tuple[list, list]:
+def _first_losses(speed: FastOptions, data: ImageDataset, steps: int) -> tuple[list, list]:
     """Losses of the first SGD steps of a small_cnn on fixed noisy batches, and the dtypes that
     the encoder's first convolution produced."""
     torch.manual_seed(0)
@@ -196,8 +197,8 @@ def _first_losses(speed: TrainingSpeed, data: ImageDataset, steps: int) -> tuple
 
 
 def test_bf16_and_channels_last_follow_the_float32_loss_curve(small_digits):
-    reference, reference_dtypes = _first_losses(TrainingSpeed(), small_digits, 3)
-    fast, fast_dtypes = _first_losses(TrainingSpeed(bf16=True, channels_last=True),
+    reference, reference_dtypes = _first_losses(FastOptions(), small_digits, 3)
+    fast, fast_dtypes = _first_losses(FastOptions(bfloat16=True, channels_last=True),
                                       small_digits, 3)
     assert set(reference_dtypes) == {torch.float32} and set(fast_dtypes) == {torch.bfloat16}
     # bfloat16 rounds to 8 significant bits (relative error <= 2**-8 = 0.4% per operation); over
@@ -209,28 +210,28 @@ def test_bf16_and_channels_last_follow_the_float32_loss_curve(small_digits):
 
 
 def test_channels_last_alone_matches_float32_closely(small_digits):
-    reference, _ = _first_losses(TrainingSpeed(), small_digits, 3)
-    fast, _ = _first_losses(TrainingSpeed(channels_last=True), small_digits, 3)
+    reference, _ = _first_losses(FastOptions(), small_digits, 3)
+    fast, _ = _first_losses(FastOptions(channels_last=True), small_digits, 3)
     # the same float32 arithmetic in another order: differences at rounding level (2**-24)
     assert fast == pytest.approx(reference, rel=1e-4)
 
 
 @pytest.mark.slow
 def test_compiled_training_follows_the_float32_loss_curve(small_digits):
-    reference, _ = _first_losses(TrainingSpeed(), small_digits, 3)
-    compiled, _ = _first_losses(TrainingSpeed(compile=True), small_digits, 3)
+    reference, _ = _first_losses(FastOptions(), small_digits, 3)
+    compiled, _ = _first_losses(FastOptions(compile=True), small_digits, 3)
     assert compiled == pytest.approx(reference, rel=1e-3)
 
 
 def test_speed_options_reach_the_training_loops(tmp_path, small_digits, monkeypatch):
     used = []
-    real_autocast = TrainingSpeed.autocast
+    real_autocast = FastOptions.autocast
 
     def record(self, device):
-        used.append((self.bf16, self.channels_last))
+        used.append((self.bfloat16, self.channels_last))
         return real_autocast(self, device)
 
-    monkeypatch.setattr(TrainingSpeed, "autocast", record)
+    monkeypatch.setattr(FastOptions, "autocast", record)
     finetune(_finetune_config(tmp_path, "fast.pt", epochs=1, bf16=True, channels_last=True),
              train=small_digits)
     pretrain(PretrainConfig(dataset="digits", out=str(tmp_path / "fast-simclr.pt"), epochs=1,
@@ -246,6 +247,6 @@ def test_both_commands_take_the_speed_flags(monkeypatch):
     flags = ["--bf16", "--channels-last", "--compile"]
     tuned = parsed(monkeypatch, "finetune", ["--sigma", "0.25", "--out", "x.pt", *flags])
     assert (tuned.bf16, tuned.channels_last, tuned.compile) == (True, True, True)
-    assert parsed(monkeypatch, "pretrain", flags).speed == TrainingSpeed(True, True, True)
-    assert (parsed(monkeypatch, "pretrain", []).speed == TrainingSpeed()
+    assert parsed(monkeypatch, "pretrain", flags).speed == FastOptions(True, True, True)
+    assert (parsed(monkeypatch, "pretrain", []).speed == FastOptions()
             == FinetuneConfig(0.25, "x").speed)
