@@ -20,9 +20,9 @@ Command lines (``encoders-finetune``, :mod:`certify.cli.finetune`)::
     encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 \\
         --recipe consistency --lbd 20 --out runs/rush-consistency-0.25.pt     # another loss
     encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
-    encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
+    encoders-finetune --dataset cifar10 --data-root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
-    encoders-finetune --dataset cifar10-jpeg --root data/cifar10-jpeg --preset cohen \\
+    encoders-finetune --dataset cifar10-jpeg --data-root data/cifar10-jpeg --preset cohen \\
         --sigma 0.25 --bf16 --channels-last --out runs/cifar10-cohen-0.25.pt
 """
 

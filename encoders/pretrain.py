@@ -3,7 +3,7 @@
 Command lines (``encoders-pretrain``, :mod:`certify.cli.pretrain`)::
 
     encoders-pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
-    encoders-pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
+    encoders-pretrain --dataset cifar10 --data-root data --epochs 500 --batch-size 512 \\
         --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
     torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
         --out runs/ddp.pt

@@ -60,7 +60,7 @@ LIMIT=()
 [ -z "${TIME_LIMIT:-}" ] || LIMIT=(--time-limit "$TIME_LIMIT")
 mkdir -p "$RUNS" "$DOCS/results"
 
-DATA_FLAGS=(--dataset cifar10-jpeg --root "$DATA" --device "$DEVICE" --channels-last)
+DATA_FLAGS=(--dataset cifar10-jpeg --data-root "$DATA" --device "$DEVICE" --channels-last)
 # Cohen et al.'s optimiser (SGD, momentum 0.9, lr 0.1, weight decay 1e-4, batch 256, crops and
 # flips), with a cosine schedule over 30 epochs instead of their 90 with steps.
 NOISE_TRAINING=(--sigma "$SIGMA" --preset cohen --epochs "$NOISE_EPOCHS" --schedule cosine)

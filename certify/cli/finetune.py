@@ -6,7 +6,7 @@ Examples:
     encoders-finetune --dataset digits --sigma 0.25 --out runs/cohen-0.25.pt   # baseline
     encoders-finetune --encoder runs/digits-simclr.pt --sigma 0.25 \\
         --recipe consistency --lbd 20 --out runs/rush-consistency-0.25.pt     # another loss
-    encoders-finetune --dataset cifar10 --root data --encoder runs/cifar10-simclr.pt \\
+    encoders-finetune --dataset cifar10 --data-root data --encoder runs/cifar10-simclr.pt \\
         --mode linear --sigma 0.5 --epochs 100 --out runs/cifar10-rush-0.50.pt
 """
 
@@ -56,7 +56,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--encoder",
                         help="SimCLR checkpoint from encoders-pretrain; omit for the baseline")
     parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
-    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
+    parser.add_argument("--data-root", "--root", dest="root",
+                        help="data folder (default $ENCODERS_DATA or ./data); --root is the "
+                             "older spelling")
     parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
                         help="baseline backbone (default small_cnn for digits, resnet18 otherwise)")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)

@@ -4,11 +4,11 @@ Resumable (rerun the same command) and data-parallel under torchrun; see :mod:`e
 
 Examples:
     encoders-pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
-    encoders-pretrain --dataset cifar10 --root data --epochs 500 --batch-size 512 \\
+    encoders-pretrain --dataset cifar10 --data-root data --epochs 500 --batch-size 512 \\
         --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
     torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
         --out runs/ddp.pt
-    nice -n 19 encoders-pretrain --dataset cifar10-jpeg --root DIR --arch cifar_resnet20 \
+    nice -n 19 encoders-pretrain --dataset cifar10-jpeg --data-root DIR --arch cifar_resnet20 \
         --epochs 60 --batch-size 256 --channels-last --time-limit 5.5h \
         --out runs/cifar10-simclr.pt >> simclr.log 2>&1      # rerun to resume
 """
@@ -30,7 +30,9 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="encoders-pretrain",
                            description="SimCLR pre-training of an encoder (resumable).")
     parser.add_argument("--dataset", choices=DATASET_NAMES, default=defaults.dataset)
-    parser.add_argument("--root", help="data folder (default $ENCODERS_DATA or ./data)")
+    parser.add_argument("--data-root", "--root", dest="root",
+                        help="data folder (default $ENCODERS_DATA or ./data); --root is the "
+                             "older spelling")
     parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
                         help="backbone (default small_cnn for digits, resnet18 otherwise)")
     parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")

@@ -32,8 +32,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: Any,
     is allowed); then ``--seed``, ``--optimizer``, ``--device``, the opt-in speed options and
     ``--time-limit``."""
     for name in counts:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=positive_int,
-                            default=getattr(defaults, name))
+        # --batch, as the certify commands spell it, is the batch size's other name
+        spellings = ("--batch-size", "--batch") if name == "batch_size" else ()
+        parser.add_argument(*(spellings or (f"--{name.replace('_', '-')}",)), dest=name,
+                            type=positive_int, default=getattr(defaults, name))
     for name in reals:
         kind = non_negative_float if name == "weight_decay" else positive_float
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind,

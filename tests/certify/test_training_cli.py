@@ -10,6 +10,7 @@ import signal
 import pytest
 import torch
 
+import certify.cli.finetune as finetune_command
 import encoders.finetune as finetune_module
 from certify.cli import training
 from certify.cli.common import duration
@@ -102,3 +103,13 @@ def test_durations_are_read_in_seconds_or_with_a_unit(text, seconds):
 def test_bad_durations_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError, match="duration"):
         duration(text)
+
+
+def test_training_commands_spell_data_root_and_batch_as_the_certify_commands(monkeypatch):
+    seen = []
+    monkeypatch.setattr(finetune_command, "finetune",
+                        lambda config, progress=False, should_stop=None: seen.append(config)
+                        or config.partial_path)
+    for flags in (["--data-root", "d", "--batch", "64"], ["--root", "d", "--batch-size", "64"]):
+        assert finetune_main(["--sigma", "0.25", "--out", "x.pt", *flags]) == 0
+    assert [(config.root, config.batch_size) for config in seen] == [("d", 64), ("d", 64)]
