@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_output import one_line_error
 
 from certify.cli.attack import main as attack_main
 from certify.cli.audit import main as audit_main
@@ -68,14 +69,6 @@ def exit_status(entry, argv: list[str]) -> int:
         return entry(argv)
     except SystemExit as stop:
         return int(stop.code)
-
-
-def one_line_error(capsys) -> str:
-    """The single line a command wrote to stderr (there must be exactly one, no traceback)."""
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in lines[0]
-    return lines[0]
 
 
 def rows_without_time(path: Path) -> list[list[str]]:

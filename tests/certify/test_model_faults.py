@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_output import one_line_error
 from PIL import Image
 
 import certify.attacks.smoothed
@@ -42,12 +43,6 @@ class Linear(torch.nn.Module):
             raise KeyError("the layer the user forgot")
         return logits
 '''
-
-
-def one_line_error(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
-    return lines[0]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from command_output import one_line_error
 from PIL import Image
 
 import certify.cli.certify as certify_cli
@@ -35,12 +36,6 @@ class Net(torch.nn.Module):
         logits = self.fc(x.flatten(1))
         return -logits if self.flip else logits
 '''
-
-
-def one_line_error(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
-    return lines[0]
 
 
 @pytest.fixture
