@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from scipy.stats import binomtest
-
 
 class PairedTest(NamedTuple):
     """Discordant counts and the two-sided exact p-value of McNemar's test."""
@@ -38,7 +36,7 @@ def mcnemar_exact(correct_a: Sequence[int | bool], correct_b: Sequence[int | boo
     Returns:
         ``only_a`` (correct under A only), ``only_b`` (under B only) and the p-value
         ``P(|X - m/2| >= |only_a - m/2|)`` for X ~ Binomial(m, 1/2), m = only_a + only_b
-        (1.0 when there is no discordant image).
+        (1.0 when there is no discordant image), from statsmodels' ``mcnemar(exact=True)``.
 
     Raises:
         ValueError: if the sequences differ in length or hold values other than 0 and 1.
@@ -51,8 +49,12 @@ def mcnemar_exact(correct_a: Sequence[int | bool], correct_b: Sequence[int | boo
     for name, outcomes in (("correct_a", correct_a), ("correct_b", correct_b)):
         if any(value not in (0, 1) for value in outcomes):
             raise ValueError(f"{name} must hold 0 or 1 per image")
-    only_a = sum(1 for a, b in zip(correct_a, correct_b) if a and not b)
-    only_b = sum(1 for a, b in zip(correct_a, correct_b) if b and not a)
-    discordant = only_a + only_b
-    p_value = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
-    return PairedTest(only_a, only_b, p_value)
+    # statsmodels takes a second to import: only callers of this test pay it
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    pairs = list(zip(correct_a, correct_b))
+    only_a = sum(1 for a, b in pairs if a and not b)
+    only_b = sum(1 for a, b in pairs if b and not a)
+    both = sum(1 for a, b in pairs if a and b)
+    table = [[both, only_a], [only_b, len(pairs) - both - only_a - only_b]]
+    return PairedTest(only_a, only_b, float(mcnemar(table, exact=True).pvalue))
