@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certify.sampling import evaluating, model_device, sample_counts
+from certify.sampling import model_device, sample_counts
 
 BATCH_CANDIDATES = (100, 250, 500, 1000, 2000, 5000, 10_000)
 """Batch sizes tried by :func:`fastest_batch_size`."""
@@ -176,20 +176,20 @@ def fastest_batch_size(
 
     sizes = sorted(set(candidates))
     middle = min(sizes, key=lambda size: abs(size - DEFAULT_START))
-    with evaluating(model), torch.inference_mode():
-        if not try_size(middle):  # the first try has no budget check: only memory fails it
-            smaller = [size for size in sizes if size < middle]
-            if not smaller:
-                raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
-            return fastest_batch_size(model, input_shape, tuple(smaller), time_budget, rounds)
-        position = sizes.index(middle)
-        if not climb(sizes[position:]):
-            climb(sizes[position::-1])
-        finalists = sorted(rates, key=lambda batch_size: rates[batch_size][0], reverse=True)[:3]
-        for _ in range(rounds - 1):
-            pass_seconds = sum(batch_size / rates[batch_size][-1] for batch_size in finalists)
-            if time.perf_counter() - started + pass_seconds > time_budget:
-                break
-            for batch_size in finalists:
-                rates[batch_size].append(batch_size / seconds_per_batch(batch_size))
+    # sample_counts runs the model in eval mode under inference_mode and restores its mode
+    if not try_size(middle):  # the first try has no budget check: only memory fails it
+        smaller = [size for size in sizes if size < middle]
+        if not smaller:
+            raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
+        return fastest_batch_size(model, input_shape, tuple(smaller), time_budget, rounds)
+    position = sizes.index(middle)
+    if not climb(sizes[position:]):
+        climb(sizes[position::-1])
+    finalists = sorted(rates, key=lambda batch_size: rates[batch_size][0], reverse=True)[:3]
+    for _ in range(rounds - 1):
+        pass_seconds = sum(batch_size / rates[batch_size][-1] for batch_size in finalists)
+        if time.perf_counter() - started + pass_seconds > time_budget:
+            break
+        for batch_size in finalists:
+            rates[batch_size].append(batch_size / seconds_per_batch(batch_size))
     return max(finalists, key=lambda batch_size: statistics.median(rates[batch_size]))
