@@ -26,7 +26,7 @@
 #   adaptive     samples per image of the sequential modes against fixed n on the 200 images
 # Two more steps carry unfinished training to another machine (not run by default):
 #   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training
-#   unpack       copy them back into RUNS where RUNS lacks them (momentum restarts; nothing else)
+#   unpack       copy them back into RUNS where RUNS lacks the run (momentum restarts; nothing else)
 # Environment: SIGMA (0.25), RUNS (runs/cifar10: training checkpoints), DOCS (docs/cifar10:
 # results), BIN (.venv/bin), TIME_LIMIT (e.g. 5.5h: training stops cleanly before it), THREADS
 # (torch threads of each command), DEVICE (cpu), MODELS (encoders/pretrained). The scale, for a quick trial of the whole plan:
@@ -76,7 +76,7 @@ declare -A SHIPPED=(
     [consistency]=cifar10-rush-consistency-sigma$SIGMA
 )
 
-trained() {  # a training step is done once its checkpoint exists (a partial run has <out>.partial)
+trained() {  # a training step is done once its checkpoint exists (an unfinished one has <out>.partial)
     [ -f "$1" ] || { echo "$1 is not trained yet: run its step first" >&2; return 1; }
 }
 declare -A LABEL=([baseline]="ResNet-20 baseline" [rush]="ResNet-20 RUSH"
@@ -95,8 +95,8 @@ for step in $STEPS; do
     echo "== $step"
     case $step in
     simclr)
-        "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" --arch cifar_resnet20 --epochs "$SIMCLR_EPOCHS" \
-            --batch-size 256 --out "$SIMCLR" "${LIMIT[@]}" ;;
+        [ -f "$SIMCLR" ] || "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" --arch cifar_resnet20 \
+            --epochs "$SIMCLR_EPOCHS" --batch-size 256 --out "$SIMCLR" "${LIMIT[@]}" ;;
     baseline)
         done_or_shipped baseline || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
             --arch cifar_resnet20 "${NOISE_TRAINING[@]}" --out "${OUT[baseline]}" "${LIMIT[@]}" ;;
@@ -183,7 +183,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         done ;;
     pack)
         mkdir -p "$DOCS/training"
-        for file in "$SIMCLR" "${OUT[@]/%/.partial}"; do
+        for file in "$SIMCLR.partial" "${OUT[@]/%/.partial}"; do
             if [ -f "$file" ]; then
                 "$BIN/python" -c "import sys; from encoders.checkpoint import portable_copy; \
 portable_copy(sys.argv[1], sys.argv[2])" "$file" "$DOCS/training/$(basename "$file")"
@@ -191,8 +191,9 @@ portable_copy(sys.argv[1], sys.argv[2])" "$file" "$DOCS/training/$(basename "$fi
             fi
         done ;;
     unpack)
-        for file in "$DOCS"/training/*; do
-            [ -f "$file" ] && [ ! -f "$RUNS/$(basename "$file")" ] && cp -v "$file" "$RUNS/"
+        for file in "$DOCS"/training/*.partial; do  # unless RUNS has the run, finished or not
+            target=$RUNS/$(basename "$file")
+            [ -f "$file" ] && [ ! -f "$target" ] && [ ! -f "${target%.partial}" ] && cp -v "$file" "$RUNS/"
         done
         true ;;
     *)
