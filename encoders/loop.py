@@ -182,6 +182,11 @@ def run_training(
     Raises:
         ValueError: if ``out`` exists, another run holds its lock, the partial checkpoint is of
             another recipe or damaged, or the loss or the weights stop being finite.
+
+    Example:
+        >>> config = PretrainConfig(dataset="digits", out="runs/simclr.pt", epochs=2)
+        >>> run_training(config, SimCLRObjective(config))  # pretrain(config), after its checks
+        PosixPath('runs/simclr.pt')
     """
     processes = start_processes(config.device)
     try:

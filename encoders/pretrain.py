@@ -163,9 +163,11 @@ def simclr_step(
 
 
 class SimCLRObjective:
-    """SimCLR (Chen et al. 2020) as the objective of the training loop (:mod:`encoders.loop`):
-    the model normalize -> encoder -> projection head, one NT-Xent step on two augmented views of
-    each image, cosine decay of the learning rate over the whole run."""
+    """SimCLR (Chen, Kornblith, Norouzi and Hinton, "A Simple Framework for Contrastive Learning
+    of Visual Representations", ICML 2020) as the objective of the training loop
+    (:mod:`encoders.loop`): the model normalize -> encoder -> projection head, one NT-Xent step
+    on two augmented views of each image (:func:`simclr_step`), cosine decay of the learning rate
+    over the whole run."""
 
     kind = "simclr"
     label = "simclr"
