@@ -12,7 +12,9 @@ lr 0.1 divided by 10 every 30 epochs, 90 epochs, batch 256, weight decay 1e-4, r
 
 After every epoch the run is saved to ``<out>.partial``; running the same command again resumes
 from it (a partial checkpoint without optimizer state resumes with fresh momentum). The finished
-classifier goes to ``out``, which is never overwritten.
+classifier goes to ``out``, which is never overwritten. This is the loop and checkpoint
+convention of pre-training (:mod:`encoders.loop`), data-parallel under torchrun too: each process
+then takes ``--batch-size`` images a step and the recipe records the number of processes.
 
 Command lines (``encoders-finetune``, :mod:`certify.cli.finetune`)::
 
@@ -28,34 +30,26 @@ Command lines (``encoders-finetune``, :mod:`certify.cli.finetune`)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from certify.fast import FastOptions
 from encoders.augment import pad_crop_flip
 from encoders.backbones import Classifier, build_classifier, default_architecture
-from encoders.checkpoint import float32_state, load_checkpoint, save_checkpoint, versions
+from encoders.checkpoint import float32_state, load_checkpoint, versions
 from encoders.data import ImageDataset, load_training_split
 from encoders.errors import CheckpointError, one_line
-from encoders.pretrain import make_optimizer
+from encoders.loop import check_not_written, partial_path, run_training
 from encoders.recipes import GaussianRecipe, Recipe, check_recipe, recipe_loss
 from encoders.training import (
     Processes,
     channel_stats,
-    check_finite_loss,
-    check_finite_weights,
     check_output_path,
     cosine_lr,
-    epoch_batches,
-    epoch_generator,
-    on_device,
-    output_lock,
-    resolve_device,
     step_lr,
 )
 
@@ -131,7 +125,7 @@ class FinetuneConfig:
     @property
     def partial_path(self) -> Path:
         """Where the unfinished run is saved after every epoch: ``<out>.partial``."""
-        return Path(f"{self.out}.partial")
+        return partial_path(self.out)
 
 
 def learning_rate(config: FinetuneConfig, epoch: int, step: int, steps: int) -> float:
@@ -162,14 +156,7 @@ def _check(config: FinetuneConfig) -> None:
     if config.lr_step_epochs < 1 or not 0 < config.lr_gamma <= 1:
         raise ValueError("lr_step_epochs must be >= 1 and lr_gamma in (0, 1]")
     check_output_path(config.out)
-    _check_not_written(config)
-
-
-def _check_not_written(config: FinetuneConfig) -> None:
-    if Path(config.out).exists():
-        raise ValueError(
-            f"{config.out} exists; remove it or choose another --out (nothing is overwritten)"
-        )
+    check_not_written(config.out)
 
 
 def _initial_model(
@@ -245,6 +232,48 @@ def noise_step(
     return loss.item()
 
 
+class NoiseObjective:
+    """Noise training as the objective of the training loop (:mod:`encoders.loop`): the
+    classifier (on a SimCLR encoder, linear or full, or the baseline from random weights), one
+    step of the recipe's loss on noisy copies (:func:`noise_step`), and the run's learning-rate
+    schedule."""
+
+    kind = "classifier"
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        self.config = config
+        self.label = f"noise training sigma={config.sigma}"
+
+    def training_split(self) -> ImageDataset:
+        return load_training_split(self.config.dataset, self.config.root)
+
+    def build(
+        self, train: ImageDataset, processes: Processes
+    ) -> tuple[Classifier, Iterable[torch.nn.Parameter], dict[str, Any]]:
+        config = self.config
+        model, pretrain_recipe, architecture = _initial_model(config, train)
+        metadata = _metadata(config, train, architecture, pretrain_recipe, processes.world_size)
+        if config.mode == "linear":
+            model.encoder.requires_grad_(False)
+            return model, model.head.parameters(), metadata
+        return model, model.parameters(), metadata
+
+    def set_training_modes(self, model: torch.nn.Module) -> None:
+        model.train()
+        if self.config.mode == "linear":
+            model.get_submodule("encoder").eval()  # frozen batch-norm statistics too
+
+    def learning_rate(self, epoch: int, step: int, steps: int) -> float:
+        return learning_rate(self.config, epoch, step, steps)
+
+    def step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+             epoch: int, processes: Processes) -> float:
+        config = self.config
+        return noise_step(model, optimizer, pixels, labels, config.sigma, config.augment,
+                          generator, config.speed, config.recipe, epoch)
+
+
 def finetune(
     config: FinetuneConfig,
     progress: bool = False,
@@ -256,10 +285,11 @@ def finetune(
     Args:
         config: the run; ``config.recipe`` chooses the loss (:mod:`encoders.recipes`). An
             unfinished run of the same recipe in ``config.partial_path`` is resumed after its
-            last finished epoch.
-        progress: show a tqdm bar with the loss.
-        should_stop: asked after each epoch's partial checkpoint is written, with the number of
-            epochs done; True ends this call early (running it again resumes).
+            last finished epoch (:func:`encoders.loop.run_training`).
+        progress: show a tqdm bar with the loss (main process only).
+        should_stop: asked after each epoch that leaves the run unfinished, once its partial
+            checkpoint is written, with the number of epochs done; True ends this call there
+            (running it again resumes). Under torchrun the first process's answer holds for all.
         train: the training split, if already loaded (default: loaded from ``config``).
 
     Returns:
@@ -274,81 +304,21 @@ def finetune(
     """
     _check(config)
     check_recipe(config.recipe)
-    with output_lock(config.out):
-        _check_not_written(config)  # again: a run that held the lock may have finished
-        return _train(config, progress, should_stop, train)
-
-
-def _train(
-    config: FinetuneConfig,
-    progress: bool,
-    should_stop: Callable[[int], bool] | None,
-    train: ImageDataset | None,
-) -> Path:
-    device = resolve_device(config.device)
-    if train is None:
-        train = load_training_split(config.dataset, config.root)
-    torch.manual_seed(config.seed)
-    model, pretrain_recipe, architecture = _initial_model(config, train)
-    metadata = _metadata(config, train, architecture, pretrain_recipe)
-    model.to(device)
-    frozen = config.mode == "linear"
-    trained_parameters = model.head.parameters() if frozen else model.parameters()
-    if frozen:
-        model.encoder.requires_grad_(False)
-    optimizer = make_optimizer(config.optimizer, trained_parameters, config.lr, config.weight_decay)
-    start_epoch, history = _resume(config, metadata, model, optimizer)
-    speed = config.speed
-    forward = speed.prepare(model)
-    data = on_device(train, device)
-    one_process = Processes(0, 1, device)
-    steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, one_process))
-    bar = tqdm(
-        total=config.epochs * steps,
-        initial=start_epoch * steps,
-        desc=f"noise training sigma={config.sigma}",
-        disable=not progress,
-    )
-    try:  # the bar ends its line before an error is reported
-        for epoch in range(start_epoch, config.epochs):
-            generator = epoch_generator(config.seed, epoch, 0, device)
-            model.train()
-            if frozen:
-                model.encoder.eval()  # frozen batch-norm statistics too
-            total = 0.0
-            batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, one_process)
-            for step, indices in enumerate(batches):
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, epoch, step, steps)
-                pixels, labels = data.batch(indices)
-                loss = noise_step(forward, optimizer, pixels.to(device), labels.to(device),
-                                  config.sigma, config.augment, generator, speed, config.recipe,
-                                  epoch)
-                check_finite_loss(loss, epoch, step)
-                total += loss
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
-            history.append(total / len(batches))
-            training_state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                              "history": history}
-            save_checkpoint(config.partial_path, "classifier", metadata, model.state_dict(),
-                            training_state)
-            if epoch + 1 < config.epochs and should_stop is not None and should_stop(epoch + 1):
-                return config.partial_path
-    finally:
-        bar.close()
-    check_finite_weights(model)
-    save_checkpoint(config.out, "classifier", metadata, model.state_dict(),
-                    {"epoch": config.epochs, "history": history})
-    config.partial_path.unlink(missing_ok=True)
-    return Path(config.out)
+    return run_training(config, NoiseObjective(config), progress, should_stop, train)
 
 
 def _metadata(
-    config: FinetuneConfig, train: ImageDataset, architecture: str, pretrain_recipe: dict | None
+    config: FinetuneConfig,
+    train: ImageDataset,
+    architecture: str,
+    pretrain_recipe: dict | None,
+    world_size: int,
 ) -> dict[str, Any]:
     """The classifier's metadata; its recipe is what determines the weights (not file locations,
-    the device, the memory format or compilation)."""
+    the device, the memory format or compilation). The number of processes of a data-parallel
+    run is part of it (the global batch is ``batch_size * world_size``); a one-process run's
+    recipe has no entry for it, as before data-parallel noise training, so that its partial
+    checkpoints from then still resume."""
     recipe = {
         key: value
         for key, value in asdict(config).items()
@@ -359,6 +329,8 @@ def _metadata(
         architecture=architecture,
         pretrain=pretrain_recipe,
     )
+    if world_size > 1:
+        recipe["world_size"] = world_size
     metadata = {
         "architecture": architecture,
         "dataset": config.dataset,
@@ -372,33 +344,3 @@ def _metadata(
     if classes is not None:  # an image folder's names, in label order
         metadata["classes"] = list(classes)
     return metadata
-
-
-def _resume(
-    config: FinetuneConfig,
-    metadata: dict[str, Any],
-    model: Classifier,
-    optimizer: torch.optim.Optimizer,
-) -> tuple[int, list[float]]:
-    """Load the partial checkpoint of an unfinished run into model and optimizer, if there is
-    one; returns (epochs done, mean loss of each).
-
-    Raises:
-        CheckpointError: if it holds another recipe or a damaged training state.
-    """
-    path = config.partial_path
-    if not path.exists():
-        return 0, []
-    payload = load_checkpoint(path, kind="classifier")
-    if payload["metadata"]["recipe"] != metadata["recipe"]:
-        raise CheckpointError(f"{path} holds a run of another recipe; remove it or choose --out")
-    try:
-        model.load_state_dict(float32_state(payload["state_dict"]))
-        state = payload["training_state"]
-        if "optimizer" in state:  # else momentum starts afresh
-            optimizer.load_state_dict(state["optimizer"])
-        return int(state["epoch"]), list(state["history"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as error:
-        raise CheckpointError(
-            f"cannot resume from {path}: its training state is damaged ({one_line(error)})"
-        ) from error

@@ -8,54 +8,38 @@ Command lines (``encoders-pretrain``, :mod:`certify.cli.pretrain`)::
     torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
         --out runs/ddp.pt
 
-The checkpoint (kind "simclr") is rewritten atomically after every epoch; running the same
-command again resumes after the last finished epoch and continues exactly as an uninterrupted run
-would. A checkpoint whose training state lacks the optimizer (a float16 copy made with
-:func:`encoders.checkpoint.half_precision_copy` to carry a run to another machine) resumes with
-fresh momentum.
+The run is saved to ``<out>.partial`` after every epoch and the finished checkpoint (kind
+"simclr") goes to ``out``, which is never overwritten; running the same command again resumes
+after the last finished epoch and continues exactly as an uninterrupted run would. A partial
+checkpoint whose training state lacks the optimizer (a float16 copy made with
+:func:`encoders.checkpoint.portable_copy` to carry a run to another machine) resumes with fresh
+momentum. This is the loop and checkpoint convention of noise training (:mod:`encoders.loop`).
+Versions before it saved the unfinished run at ``out`` itself; such a file is refused with a
+message to rename it to ``<out>.partial``, from which the same command resumes it.
 Under torchrun each process takes ``--batch-size`` images per step and the NT-Xent negatives are
 gathered from all processes, so the loss is that of the global batch.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
-from tqdm import tqdm
 
 from certify.fast import FastOptions
 from encoders.augment import AugmentConfig, augment
 from encoders.backbones import ARCHITECTURES, Normalize, build_encoder, default_architecture
-from encoders.checkpoint import (
-    CheckpointError,
-    float32_state,
-    load_checkpoint,
-    save_checkpoint,
-    versions,
-)
+from encoders.checkpoint import CheckpointError, float32_state, load_checkpoint, versions
 from encoders.data import DATASET_NAMES, ImageDataset, load_training_split
 from encoders.errors import one_line
+from encoders.loop import check_not_written, partial_path, run_training
 from encoders.simclr import SimCLRModel, nt_xent_loss
-from encoders.training import (
-    Processes,
-    channel_stats,
-    check_finite_loss,
-    check_finite_weights,
-    check_output_path,
-    cosine_lr,
-    epoch_batches,
-    epoch_generator,
-    on_device,
-    output_lock,
-    start_processes,
-    stop_processes,
-)
+from encoders.training import Processes, channel_stats, check_output_path, cosine_lr
+from encoders.training import make_optimizer as make_optimizer  # its home before encoders.training
 
 
 @dataclass(frozen=True)
@@ -90,6 +74,11 @@ class PretrainConfig:
         return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
                            compile=self.compile)
 
+    @property
+    def partial_path(self) -> Path:
+        """Where the unfinished run is saved after every epoch: ``<out>.partial``."""
+        return partial_path(self.out)
+
     def recipe(self, world_size: int) -> dict:
         """What determines the weights (not where files live, which device runs it, or the
         memory format and compilation, which change no arithmetic; bf16 does)."""
@@ -107,18 +96,6 @@ class PretrainConfig:
         return recipe
 
 
-def make_optimizer(name: str, parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam ("adam"), SGD with Nesterov momentum 0.9 ("sgd"), or SGD with heavy-ball momentum 0.9
-    ("momentum", Cohen et al.'s optimizer). Raises ValueError for another name."""
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    if name in ("sgd", "momentum"):
-        return torch.optim.SGD(
-            parameters, lr=lr, momentum=0.9, nesterov=name == "sgd", weight_decay=weight_decay
-        )
-    raise ValueError(f"optimizer must be 'adam', 'sgd' or 'momentum', got {name!r}")
-
-
 def _check(config: PretrainConfig) -> None:
     if config.dataset not in DATASET_NAMES:
         raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {config.dataset!r}")
@@ -134,6 +111,7 @@ def _check(config: PretrainConfig) -> None:
     if not (config.temperature > 0 and config.lr > 0 and config.weight_decay >= 0):
         raise ValueError("temperature and lr must be > 0 and weight_decay >= 0")
     check_output_path(config.out)
+    check_not_written(config.out)
 
 
 def global_batch_loss(
@@ -184,138 +162,87 @@ def simclr_step(
     return loss.item()
 
 
+class SimCLRObjective:
+    """SimCLR (Chen, Kornblith, Norouzi and Hinton, "A Simple Framework for Contrastive Learning
+    of Visual Representations", ICML 2020) as the objective of the training loop
+    (:mod:`encoders.loop`): the model normalize -> encoder -> projection head, one NT-Xent step
+    on two augmented views of each image (:func:`simclr_step`), cosine decay of the learning rate
+    over the whole run."""
+
+    kind = "simclr"
+    label = "simclr"
+
+    def __init__(self, config: PretrainConfig) -> None:
+        self.config = config
+        self.views = AugmentConfig.for_dataset(config.dataset)
+
+    def training_split(self) -> ImageDataset:
+        return load_training_split(self.config.dataset, self.config.root)
+
+    def build(
+        self, train: ImageDataset, processes: Processes
+    ) -> tuple[SimCLRModel, Iterable[torch.nn.Parameter], dict[str, Any]]:
+        config = self.config
+        model = SimCLRModel(
+            Normalize(*channel_stats(train)),
+            build_encoder(config.backbone, train.input_shape[0]),
+            config.projection_dim,
+        )
+        metadata = {
+            "architecture": config.backbone,
+            "dataset": config.dataset,
+            "sigma": 0.0,
+            "num_classes": train.num_classes,
+            "input_shape": train.input_shape,
+            "recipe": config.recipe(processes.world_size),
+            "versions": versions(),
+        }
+        return model, model.parameters(), metadata
+
+    def set_training_modes(self, model: torch.nn.Module) -> None:
+        model.train()
+
+    def learning_rate(self, epoch: int, step: int, steps: int) -> float:
+        return cosine_lr(self.config.lr, epoch * steps + step, self.config.epochs * steps)
+
+    def step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+             epoch: int, processes: Processes) -> float:
+        return simclr_step(model, optimizer, pixels, self.config.temperature, self.views,
+                           generator, processes, self.config.speed)
+
+
 def pretrain(
     config: PretrainConfig,
     progress: bool = False,
     should_stop: Callable[[int], bool] | None = None,
     train: ImageDataset | None = None,
 ) -> Path:
-    """Pre-train with SimCLR, resuming from ``config.out`` if it holds an unfinished run.
+    """Pre-train with SimCLR, resuming from ``<config.out>.partial`` if it holds an unfinished
+    run (:func:`encoders.loop.run_training`).
 
     Args:
         config: the run.
         progress: show a tqdm bar with the loss (main process only).
-        should_stop: asked after each epoch's checkpoint is written, with the number of epochs
-            done; True ends this call early (running it again resumes). Under torchrun the first
-            process's answer holds for all.
+        should_stop: asked after each epoch that leaves the run unfinished, once its partial
+            checkpoint is written, with the number of epochs done; True ends this call there
+            (running it again resumes). Under torchrun the first process's answer holds for all.
         train: the training split, if already loaded (default: loaded from ``config``).
 
     Returns:
-        The checkpoint path: kind "simclr", metadata with sigma 0.0 and the recipe, the model's
-        state dict (normalize, encoder, projector) and training_state (epoch, optimizer, history).
+        The checkpoint path ``config.out``: kind "simclr", metadata with sigma 0.0 and the
+        recipe, the model's state dict (normalize, encoder, projector) and training_state (epoch,
+        history). If ``should_stop`` ended the call early: the partial checkpoint's path, whose
+        training_state also holds the optimizer's.
 
     Raises:
-        ValueError: for a bad configuration, a missing data set, an existing checkpoint of
-            another recipe at ``config.out``, or another run training on it (the whole run holds
-            its lock, :func:`encoders.training.output_lock`).
+        ValueError: for a bad configuration, a missing data set, an existing ``config.out`` (an
+            unfinished run saved there by an earlier version included), a partial checkpoint of
+            another recipe, or another run training on the same output (the whole run holds its
+            lock, :func:`encoders.training.output_lock`).
     """
     _check(config)
-    processes = start_processes(config.device)
-    try:
-        # One process writes the checkpoint, so it alone holds the lock of the output.
-        with output_lock(config.out) if processes.is_main else contextlib.nullcontext():
-            return _run(config, processes, progress, should_stop, train)
-    finally:
-        stop_processes(processes)
-
-
-def _run(
-    config: PretrainConfig,
-    processes: Processes,
-    progress: bool,
-    should_stop: Callable[[int], bool] | None,
-    train: ImageDataset | None,
-) -> Path:
-    device, out = processes.device, Path(config.out)
-    if train is None:
-        train = load_training_split(config.dataset, config.root)
-    torch.manual_seed(config.seed)  # the same initial weights in every process
-    model = SimCLRModel(
-        Normalize(*channel_stats(train)),
-        build_encoder(config.backbone, train.input_shape[0]),
-        config.projection_dim,
-    ).to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
-    recipe = config.recipe(processes.world_size)
-    metadata = {
-        "architecture": config.backbone,
-        "dataset": config.dataset,
-        "sigma": 0.0,
-        "num_classes": train.num_classes,
-        "input_shape": train.input_shape,
-        "recipe": recipe,
-        "versions": versions(),
-    }
-    start_epoch, history = 0, []
-    if out.exists():
-        payload = load_checkpoint(out, kind="simclr")
-        if payload["metadata"]["recipe"] != recipe:
-            raise CheckpointError(f"{out} holds a run of another recipe; choose another --out")
-        try:
-            model.load_state_dict(float32_state(payload["state_dict"]))
-            if "optimizer" in payload["training_state"]:  # else momentum starts afresh
-                optimizer.load_state_dict(payload["training_state"]["optimizer"])
-            start_epoch, history = (
-                payload["training_state"]["epoch"],
-                payload["training_state"]["history"],
-            )
-        except (KeyError, TypeError, RuntimeError, ValueError) as error:
-            raise CheckpointError(
-                f"cannot resume from {out}: its training state is damaged ({one_line(error)})"
-            ) from error
-    speed = config.speed
-    trained = speed.prepare(
-        model, torch.nn.parallel.DistributedDataParallel if processes.distributed else None
-    )
-    data = on_device(train, device)
-    augment_config = AugmentConfig.for_dataset(config.dataset)
-    steps = len(epoch_batches(len(train), config.batch_size, config.seed, 0, processes))
-    bar = tqdm(
-        total=config.epochs * steps,
-        initial=start_epoch * steps,
-        desc="simclr",
-        disable=not (progress and processes.is_main),
-    )
-    try:  # the bar ends its line before an error is reported
-        for epoch in range(start_epoch, config.epochs):
-            generator = epoch_generator(config.seed, epoch, processes.rank, device)
-            batches = epoch_batches(len(train), config.batch_size, config.seed, epoch, processes)
-            model.train()
-            total = 0.0
-            for step, indices in enumerate(batches):
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_lr(config.lr, epoch * steps + step, config.epochs * steps)
-                loss = simclr_step(
-                    trained,
-                    optimizer,
-                    data.batch(indices)[0].to(device),
-                    config.temperature,
-                    augment_config,
-                    generator,
-                    processes,
-                    speed,
-                )
-                check_finite_loss(loss, epoch, step)
-                total += loss
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
-            history.append(total / len(batches))
-            if processes.is_main:
-                check_finite_weights(model)
-                save_checkpoint(
-                    out,
-                    "simclr",
-                    metadata,
-                    model.state_dict(),
-                    {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "history": history},
-                )
-            if processes.distributed:
-                dist.barrier()
-            if _agreed(should_stop is not None and should_stop(epoch + 1), processes):
-                break
-    finally:
-        bar.close()
-    return out
+    return run_training(config, SimCLRObjective(config), progress, should_stop, train)
 
 
 def load_simclr(path: str | Path) -> SimCLRModel:
@@ -336,12 +263,3 @@ def load_simclr(path: str | Path) -> SimCLRModel:
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit ({one_line(error)})") from error
     return model.eval()
-
-
-def _agreed(answer: bool, processes: Processes) -> bool:
-    """The first process's answer, in every process."""
-    if not processes.distributed:
-        return answer
-    flag = torch.tensor([int(answer)], device=processes.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())

@@ -1,5 +1,5 @@
-"""What pre-training and fine-tuning share: devices, processes, batches, learning rates, statistics,
-and the opt-in speed options.
+"""What pre-training and fine-tuning share: devices, processes, optimizers, batches, learning rates,
+statistics, and the opt-in speed options; the loop itself is :mod:`encoders.loop`.
 
 Data-parallel runs start under ``torchrun``, which sets RANK, LOCAL_RANK and WORLD_SIZE; the
 backend is gloo on the CPU and nccl on CUDA. Every random draw comes from a generator seeded by
@@ -30,6 +30,18 @@ from encoders.data import ImageDataset
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 """adam; sgd: SGD with Nesterov momentum 0.9; momentum: SGD with (heavy-ball) momentum 0.9."""
+
+
+def make_optimizer(name: str, parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam ("adam"), SGD with Nesterov momentum 0.9 ("sgd"), or SGD with heavy-ball momentum 0.9
+    ("momentum", Cohen et al.'s optimizer). Raises ValueError for another name."""
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    if name in ("sgd", "momentum"):
+        return torch.optim.SGD(
+            parameters, lr=lr, momentum=0.9, nesterov=name == "sgd", weight_decay=weight_decay
+        )
+    raise ValueError(f"optimizer must be 'adam', 'sgd' or 'momentum', got {name!r}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The ``encoders-pretrain`` command: SimCLR pre-training of an encoder (the first stage of RUSH).
 
-Resumable (rerun the same command) and data-parallel under torchrun; see :mod:`encoders.pretrain`.
+Resumable (rerun the same command: the unfinished run is kept in ``<out>.partial``, the finished
+checkpoint goes to ``--out`` and is never overwritten) and data-parallel under torchrun; see
+:mod:`encoders.pretrain`.
 
 Examples:
     encoders-pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
@@ -35,7 +37,9 @@ def build_parser() -> OneLineParser:
                              "older spelling")
     parser.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
                         help="backbone (default small_cnn for digits, resnet18 otherwise)")
-    parser.add_argument("--out", default=defaults.out, help="checkpoint to write (and resume from)")
+    parser.add_argument("--out", default=defaults.out,
+                        help="checkpoint to write when finished (never overwritten; the "
+                             "unfinished run is kept in <out>.partial and resumed from there)")
     add_training_arguments(parser, defaults, ("epochs", "batch_size", "projection_dim"),
                            ("temperature", "lr", "weight_decay"))
     return parser

@@ -53,15 +53,16 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: Any,
 
 
 class EpochClock:
-    """The ``should_stop`` of a training run started by a command: asked after each epoch's
-    checkpoint is written, it prints one progress line (epochs done, time of the last epoch,
-    elapsed, ETA) and says whether to stop there.
+    """The ``should_stop`` of a training run started by a command: asked after each epoch that
+    leaves the run unfinished, once its partial checkpoint is written
+    (:func:`encoders.loop.run_training`), it prints one progress line (epochs done, time of the
+    last epoch, elapsed, ETA) and says whether to stop there.
 
     It stops once the next epoch, taking as long as the last, would end past ``time_limit``
     seconds after the clock was made (the first epoch always runs), or once SIGTERM arrived:
     what SLURM and preemptible cloud machines send before they end a job. Stopping leaves the
-    epoch's checkpoint in place; rerunning the same command resumes from it. Use it as a context
-    manager: SIGTERM is caught inside the ``with`` block only.
+    epoch's checkpoint in ``<out>.partial``; rerunning the same command resumes from it. Use it
+    as a context manager: SIGTERM is caught inside the ``with`` block only.
     """
 
     def __init__(self, epochs: int, time_limit: float | None) -> None:

@@ -13,7 +13,7 @@ import torch
 import encoders
 from certify.cli.finetune import main as finetune_main
 from certify.cli.pretrain import main as pretrain_main
-from encoders import pretrain as pretrain_module
+from encoders import loop as loop_module
 from encoders.checkpoint import load_checkpoint
 from encoders.finetune import FinetuneConfig, finetune
 from encoders.pretrain import PretrainConfig, pretrain
@@ -39,17 +39,19 @@ class _Crash(Exception):
 @pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     straight = pretrain(_config(tmp_path / "straight.pt"))
-    real_save = pretrain_module.save_checkpoint
+    real_save = loop_module.save_checkpoint
 
     def save_then_crash(*args, **kwargs):
         real_save(*args, **kwargs)
         raise _Crash  # the process dies right after the first epoch's checkpoint
 
-    monkeypatch.setattr(pretrain_module, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_crash)
     with pytest.raises(_Crash):
         pretrain(_config(tmp_path / "resumed.pt"))
-    assert load_checkpoint(tmp_path / "resumed.pt", kind="simclr")["training_state"]["epoch"] == 1
-    monkeypatch.setattr(pretrain_module, "save_checkpoint", real_save)
+    assert not (tmp_path / "resumed.pt").exists()
+    partial = load_checkpoint(tmp_path / "resumed.pt.partial", kind="simclr")
+    assert partial["training_state"]["epoch"] == 1
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
     resumed = pretrain(_config(tmp_path / "resumed.pt"))
     a, b = load_checkpoint(straight, kind="simclr"), load_checkpoint(resumed, kind="simclr")
     assert b["training_state"]["epoch"] == 2
@@ -61,9 +63,9 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_resuming_with_another_recipe_is_refused(tmp_path):
     out = tmp_path / "run.pt"
-    pretrain(_config(out, epochs=1))
+    pretrain(_config(out), should_stop=lambda epochs: True)
     with pytest.raises(ValueError, match="another recipe"):
-        pretrain(_config(out, epochs=1, temperature=0.2))
+        pretrain(_config(out, temperature=0.2))
 
 
 @pytest.mark.slow

@@ -153,21 +153,22 @@ def test_noise_training_resumes_from_half_precision_weights_without_momentum(tmp
 
 def test_pretraining_stops_when_asked_and_resumes_from_a_light_checkpoint(tmp_path,
                                                                           small_digits):
-    config = PretrainConfig(dataset="digits", out=str(tmp_path / "simclr.pt"), epochs=2,
+    config = PretrainConfig(dataset="digits", out=str(tmp_path / "simclr.pt"), epochs=3,
                             batch_size=32, device="cpu")
-    pretrain(config, should_stop=lambda epochs: True, train=small_digits)
-    assert load_checkpoint(config.out, kind="simclr")["training_state"]["epoch"] == 1
-    portable_copy(config.out, config.out)
-    light = load_checkpoint(config.out, kind="simclr")
+    stopped = pretrain(config, should_stop=lambda epochs: True, train=small_digits)
+    assert stopped == config.partial_path and not Path(config.out).exists()
+    assert load_checkpoint(stopped, kind="simclr")["training_state"]["epoch"] == 1
+    portable_copy(stopped, stopped)
+    light = load_checkpoint(stopped, kind="simclr")
     assert "optimizer" not in light["training_state"] and light["training_state"]["epoch"] == 1
     assert all(value.dtype != torch.float32 for value in light["state_dict"].values())
     asked = []
-    pretrain(config, should_stop=lambda epochs: asked.append(epochs) is None and False,
-             train=small_digits)
-    assert asked == [2]
+    assert pretrain(config, should_stop=lambda epochs: asked.append(epochs) is None and False,
+                    train=small_digits) == Path(config.out)
+    assert asked == [2]  # it went on from epoch 1; the last epoch finishes the run unasked
     finished = load_checkpoint(config.out, kind="simclr")
-    assert finished["training_state"]["epoch"] == 2
-    assert len(finished["training_state"]["history"]) == 2
+    assert finished["training_state"]["epoch"] == 3 and not config.partial_path.exists()
+    assert len(finished["training_state"]["history"]) == 3
 
 
 def _first_losses(speed: FastOptions, data: ImageDataset, steps: int) -> tuple[list, list]:
