@@ -3,7 +3,7 @@
 One module per command (``certify``, ``certify-predict``, ``certify-merge``, ``certify-plot``,
 ``certify-attack``, ``certify-audit``, ``encoders-pretrain``, ``encoders-finetune``), the glue they
 share beside them (:mod:`certify.cli.common`: the one-line error convention and argument types;
-:mod:`certify.cli.loading`: models, data and run settings; :mod:`certify.cli.shards`;
+:mod:`certify.cli.loading`: models, data and what a run records;
 :mod:`certify.cli.training`; :mod:`certify.cli.startup`: Ctrl-C while a command starts). Nothing
 in the library imports this package.
 """

@@ -12,19 +12,23 @@ before its line (to see where in a user's own model an exception was raised).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from certify.cli.startup import INTERRUPTED, stop_catching_interrupts
 from certify.torchrun import torchrun_place
 from encoders.errors import one_line
+
+if TYPE_CHECKING:
+    from certify.runner import RunReport
 
 USER_ERROR = 2
 
@@ -184,3 +188,23 @@ def file_path(text: str) -> Path:
     if not text.strip() or text.endswith(os.sep):
         raise argparse.ArgumentTypeError(f"expected a file path, got {text!r}")
     return Path(text)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of images on stderr (none when ``quiet``), as the ``progress`` callback of
+    :func:`certify.runner.run`: called with (images done, images in all)."""
+    from tqdm import tqdm
+
+    with tqdm(unit="img", disable=quiet, desc=description, file=sys.stderr) as bar:
+        def show(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        yield show
+
+
+def stopped_line(report: RunReport) -> str:
+    """What a dataset command prints when its run stopped early (exit status 0, as training)."""
+    return (f"stopped after image {report.done} of {report.total} ({report.stopped}); "
+            f"{report.path} holds the run: rerun the same command to resume")

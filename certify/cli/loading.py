@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from certify.cli.common import UserError, non_negative_int, positive_int
@@ -241,28 +240,10 @@ def model_and_data(args: argparse.Namespace, loaded: LoadedRun) -> dict[str, Any
     }
 
 
-def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,
-                 device: torch.device, **specific: Any) -> dict[str, Any]:
-    """The settings recorded beside a results file: what every dataset command shares (model and
-    data, :func:`model_and_data`; selection, seed, device) and the command's own ``specific``
-    ones."""
-    return {
-        "command": command, "model": loaded.model_name, **model_and_data(args, loaded),
-        "sigma": args.sigma, **specific,
-        "skip": args.skip, "max": args.max, "seed": args.seed, "device": device.type,
-    }
-
-
-def selected_indices(size: int, skip: int, stop: int | None) -> list[int]:
-    """Cohen et al.'s selection: every ``skip``-th image index below ``stop`` (or the end)."""
-    return list(range(0, size if stop is None else min(size, stop), skip))
-
-
-def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded by (seed, idx) alone, so each image's noise is fixed."""
-    state = np.random.SeedSequence([seed, idx]).generate_state(2, dtype=np.uint32)
-    return torch.Generator(device=device).manual_seed(
-        (int(state[0]) << 31) ^ int(state[1]))
+def recorded(args: argparse.Namespace, loaded: LoadedRun) -> dict[str, Any]:
+    """What a dataset command records beside its results file besides the run's own numbers
+    (:attr:`certify.runner.RunSpec.recorded`): the model's name and :func:`model_and_data`."""
+    return {"model": loaded.model_name, **model_and_data(args, loaded)}
 
 
 def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:

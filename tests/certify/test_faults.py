@@ -25,14 +25,15 @@ from command_output import one_line_error
 
 from certify.cli.attack import main as attack_main
 from certify.cli.audit import main as audit_main
-from certify.cli.certify import CERTIFY_COLUMNS, main
+from certify.cli.certify import main
 from certify.cli.finetune import main as finetune_main
 from certify.cli.merge import main as merge_main
 from certify.cli.plot import main as plot_main
 from certify.cli.predict import main as predict_main
-from certify.cli.shards import completion_path, part_path
 from certify.results import ResultsFile, read_rows, settings_path
+from certify.run_modes import CERTIFY_COLUMNS
 from certify.sampling import sample_counts
+from certify.shards import completion_path, part_path
 from certify.smoothing import Smooth, certify, predict
 from encoders.backbones import build_classifier
 from encoders.checkpoint import save_checkpoint, versions
@@ -236,11 +237,11 @@ def test_cause4_audit_refuses_certificates_of_other_settings(checkpoint, tmp_pat
 
 def test_cause5_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint, tmp_path,
                                                                      capsys, monkeypatch) -> None:
-    import certify.cli.certify as command
+    import certify.run_modes as modes
 
     out = tmp_path / "run.tsv"
     assert main(arguments(checkpoint, out, "--max", "100", "--shard", "0/2")) == 0  # 0, 80
-    made = command.certify_row
+    made = modes.Certify.rows
 
     def interrupted_after_two(*args, **kwargs):
         if interrupted_after_two.calls == 2:
@@ -249,10 +250,10 @@ def test_cause5_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint,
         return made(*args, **kwargs)
 
     interrupted_after_two.calls = 0
-    monkeypatch.setattr(command, "certify_row", interrupted_after_two)
+    monkeypatch.setattr(modes.Certify, "rows", interrupted_after_two)
     # --max 200 selects 0, 40, ..., 160; shard 0 of 2 takes 0, 80, 160 and stops after two.
     assert main(arguments(checkpoint, out, "--max", "200", "--shard", "0/2", "--overwrite")) == 130
-    monkeypatch.setattr(command, "certify_row", made)
+    monkeypatch.setattr(modes.Certify, "rows", made)
     assert main(arguments(checkpoint, out, "--max", "200", "--shard", "1/2", "--overwrite")) == 0
     capsys.readouterr()
     assert merge_main([str(out), "--shards", "2"]) == 2
