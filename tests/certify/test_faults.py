@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from command_output import one_line_error
 
@@ -479,21 +480,57 @@ def test_cause10_out_of_range_flags_are_one_line(checkpoint, tmp_path, capsys, e
 
 
 INTERRUPTED_START = """
-import os, signal
-import certify.cli
-assert "torch" not in __import__("sys").modules, "certify.cli imported torch before its commands"
-os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the command's module (and torch) load
-import certify.cli.certify
+import importlib, os, signal, sys
+import certify.cli.startup as startup
+assert "torch" not in sys.modules, "the entry points imported torch before their commands"
+real_import = importlib.import_module
+
+def interrupted_import(name, *args):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the command's module (and torch) load
+    return real_import(name, *args)
+
+importlib.import_module = interrupted_import
+sys.argv = [ENTRY]
+sys.exit(getattr(startup, ENTRY.replace("-", "_"))())
 """
 
 
-def test_cause10_ctrl_c_during_start_up_is_one_line_and_130() -> None:
-    interrupted = subprocess.run([sys.executable, "-c", INTERRUPTED_START], cwd=REPO,
-                                 capture_output=True, text=True, timeout=120,
-                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+def console_scripts() -> dict[str, str]:
+    """The console scripts of pyproject.toml: name -> entry point."""
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["project"]["scripts"]
+
+
+@pytest.mark.parametrize("entry", sorted(console_scripts()))
+def test_cause10_ctrl_c_during_start_up_is_one_line_and_130(entry) -> None:
+    assert console_scripts()[entry] == f"certify.cli.startup:{entry.replace('-', '_')}"
+    interrupted = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_START.replace("ENTRY", repr(entry))], cwd=REPO,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert interrupted.returncode == 130, interrupted.stderr[-2000:]
     lines = interrupted.stderr.strip().splitlines()
-    assert len(lines) == 1 and "interrupted" in lines[0], lines
+    assert lines == [f"{entry}: interrupted while starting; nothing was written"], lines
+
+
+IMPORT_EVERY_COMMAND = """
+import importlib.util, pkgutil, signal
+handlers = {name: signal.getsignal(name) for name in (signal.SIGINT, signal.SIGTERM)}
+folder = importlib.util.find_spec("certify.cli").submodule_search_locations
+modules = ["certify.cli", *(module.name for module in pkgutil.iter_modules(folder, "certify.cli."))]
+for name in [*modules, "certify.runner", "encoders"]:
+    importlib.import_module(name)
+changed = [name for name, handler in handlers.items() if signal.getsignal(name) is not handler]
+print(len(modules), changed)
+"""
+
+
+def test_importing_every_command_changes_no_signal_handler() -> None:
+    imported = subprocess.run([sys.executable, "-c", IMPORT_EVERY_COMMAND], cwd=REPO,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    count, changed = imported.stdout.split(" ", 1)
+    assert int(count) >= 10 and changed.strip() == "[]", imported.stdout
 
 
 def test_cause10_ctrl_c_while_python_m_certify_starts_is_one_line_and_130(tmp_path) -> None:
