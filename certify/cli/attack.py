@@ -39,15 +39,10 @@ from certify.cli.common import (
     run_command,
     stopped_line,
 )
-from certify.cli.loading import (
-    add_model_arguments,
-    check_model_gradients,
-    default_out,
-    load_run,
-    recorded,
-)
+from certify.cli.loading import add_model_arguments, default_out, load_run
 from certify.run_modes import Attack, accuracy_table
 from certify.runner import RunSpec, Selection, run
+from encoders.runs import check_model_gradients
 
 
 def build_parser(prog: str, description: str) -> OneLineParser:
@@ -106,7 +101,7 @@ def run_attack(args: argparse.Namespace) -> int:
                                   args.n, "attack")
     spec = RunSpec(model, dataset, mode, args.sigma, out, alpha=args.alpha, batch=args.batch,
                    seed=args.seed, selection=Selection(args.skip, args.max),
-                   overwrite=args.overwrite, recorded=recorded(args, loaded),
+                   overwrite=args.overwrite, recorded=loaded.recorded(),
                    time_limit=args.time_limit)
     with progress_bar(f"attack {out.name}", args.quiet) as progress:
         outcome = run(spec, progress)

@@ -28,18 +28,12 @@ from certify.cli.common import (
     run_command,
     stopped_line,
 )
-from certify.cli.loading import (
-    LoadedRun,
-    check_model_gradients,
-    default_out,
-    load_run,
-    model_and_data,
-    recorded,
-)
+from certify.cli.loading import default_out, load_run
 from certify.guarantee import ABSTAIN
 from certify.results import read_rows, read_settings, settings_path
 from certify.run_modes import NOT_ATTACKED, Audit
 from certify.runner import RunSpec, Selection, run
+from encoders.runs import LoadedRun, check_model_gradients
 
 
 def audit_parser() -> OneLineParser:
@@ -97,7 +91,7 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
     if recorded.get("command") != "certify":
         raise UserError(f"--certificates {path} were made by certify-{recorded.get('command')}, "
                         "not certify: they hold no certified radii")
-    expected = {**model_and_data(args, loaded), "sigma": args.sigma}
+    expected = {**loaded.model_and_data(), "sigma": args.sigma}
     differences = []
     for key, value in expected.items():
         if key == "sigma" and isinstance(recorded.get(key), (int, float)):
@@ -128,7 +122,7 @@ def run_audit(args: argparse.Namespace) -> int:
                                   args.n, "audit")
     spec = RunSpec(model, dataset, mode, args.sigma, out, alpha=args.alpha, batch=args.batch,
                    seed=args.seed, selection=Selection(args.skip, args.max),
-                   overwrite=args.overwrite, recorded=recorded(args, loaded),
+                   overwrite=args.overwrite, recorded=loaded.recorded(),
                    time_limit=args.time_limit)
     with progress_bar(f"audit {out.name}", args.quiet) as progress:
         outcome = run(spec, progress)

@@ -30,7 +30,7 @@ from certify.cli.common import (
     run_command,
     stopped_line,
 )
-from certify.cli.loading import add_model_arguments, default_out, load_run, recorded
+from certify.cli.loading import add_model_arguments, default_out, load_run
 from certify.fast import FastOptions
 from certify.results import read_rows, record_output
 from certify.run_modes import Certify, Predict
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, kind: str) -> int:
     spec = RunSpec(loaded.model, loaded.dataset, mode, args.sigma, out, alpha=args.alpha,
                    batch=args.batch, seed=args.seed, selection=Selection(args.skip, args.max),
                    shard=(shard, num_shards), overwrite=args.overwrite,
-                   recorded=recorded(args, loaded), time_limit=args.time_limit)
+                   recorded=loaded.recorded(), time_limit=args.time_limit)
     with progress_bar(f"{kind} {spec.path.name}", args.quiet) as progress:
         outcome = run_spec(spec, progress)
     if outcome.dropped:
