@@ -19,7 +19,6 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -166,9 +165,15 @@ def probability(text: str) -> float:
 
 
 def epsilon(text: str) -> float:
-    """argparse type: a finite number > 0 written as a decimal or a fraction such as 8/255."""
-    return _argument(text, lambda value: float(Fraction(value)),
-                     lambda value: 0 < value < math.inf, "a number > 0 such as 0.5 or 8/255")
+    """argparse type: a finite number > 0 written as a decimal or a fraction such as 8/255
+    (:func:`certify.attacks.pgd.parse_epsilon`)."""
+    from certify.attacks.pgd import parse_epsilon
+
+    try:
+        return parse_epsilon(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 such as 0.5 or 8/255, got {text!r}") from None
 
 
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
