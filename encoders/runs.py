@@ -85,7 +85,7 @@ class RunSource:
 
     model: str | None = None
     model_factory: str | None = None
-    normalize: Sequence[Sequence[float]] | None = None
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None
     dataset: str | None = None
     split: str = "test"
     data_root: str | None = None
@@ -156,9 +156,8 @@ def load_run(source: RunSource, sigma: float) -> LoadedRun:
 
     name = source.model or encoders.pretrained_name(source.dataset or "digits", sigma)
     device = resolve_device(source.device)
-    normalize = tuple(source.normalize) if source.normalize else None
     model, metadata = encoders.load_model(name, factory=source.model_factory,
-                                          normalize=normalize)
+                                          normalize=source.normalize)
     metadata = {**metadata,
                 "checkpoint_sha256": hashlib.sha256(resolve(name).read_bytes()).hexdigest()}
     dataset_name = source.dataset or metadata.get("dataset")

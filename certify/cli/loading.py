@@ -64,7 +64,8 @@ def channel_values(text: str) -> list[float]:
 def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
     """Load the model and data the flags name (:func:`encoders.runs.load_run`)."""
     return encoders_load_run(RunSource(
-        model=args.model, model_factory=args.model_factory, normalize=args.normalize,
+        model=args.model, model_factory=args.model_factory,
+        normalize=tuple(args.normalize) if args.normalize else None,
         dataset=args.dataset, split=args.split, data_root=args.data_root, resize=args.resize,
         crop=args.crop, device=args.device), sigma)
 
