@@ -25,7 +25,9 @@ from typing import Any
 import torch
 
 from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.attacks.projection import check_norm
 from certify.audit import AuditConfig, audit_batch
+from certify.checks import check_count, check_positive
 from certify.fast import FastOptions
 from certify.results import COHEN_CERTIFY_COLUMNS, COHEN_PREDICT_COLUMNS, read_rows
 from certify.sequential import RULES
@@ -80,6 +82,16 @@ class Certify:
     key = ("idx",)
     chunk_size = 1
 
+    def __post_init__(self) -> None:
+        check_counts(self, "n0", "n")
+        check_positive("tolerance", self.tolerance)
+        if self.radius is not None:
+            check_positive("radius", self.radius)
+        if self.radius is not None and self.adaptive:
+            raise ValueError("radius and adaptive are exclusive: give one of them")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+
     def settings(self) -> dict[str, Any]:
         """The mode's entries of the settings file (sequential ones only when sequential)."""
         recorded: dict[str, Any] = {"n": self.n, "n0": self.n0, **fast_settings(self.fast)}
@@ -121,6 +133,9 @@ class Predict:
     key = ("idx",)
     chunk_size = 1
 
+    def __post_init__(self) -> None:
+        check_counts(self, "n")
+
     def settings(self) -> dict[str, Any]:
         return {"n": self.n, "n0": None, **fast_settings(self.fast)}
 
@@ -135,6 +150,13 @@ class Predict:
         elapsed = time.perf_counter() - start
         return [[chunk[0], int(label), prediction, int(prediction == int(label)),
                  f"{elapsed:.4f}"]]
+
+
+def check_counts(mode: object, *names: str) -> None:
+    """Raise ValueError naming the first of the fields ``names`` of ``mode`` that is not an
+    integer >= 1."""
+    for name in names:
+        check_count(name, getattr(mode, name))
 
 
 def fast_settings(fast: FastOptions) -> dict[str, bool]:
@@ -207,6 +229,10 @@ class Attack:
     key = ATTACK_KEY
 
     def __post_init__(self) -> None:
+        check_counts(self, "n", "steps", "eot_samples", "restarts", "attack_batch")
+        for norm, eps in self.threats:
+            check_norm(norm)
+            check_positive("eps of threats", eps)
         object.__setattr__(self, "threats", tuple(dict.fromkeys(
             (norm, float(eps)) for norm, eps in self.threats)))
 
@@ -311,6 +337,12 @@ class Audit:
     command = "audit"
     columns = AUDIT_COLUMNS
     key = ("idx",)
+
+    def __post_init__(self) -> None:
+        check_counts(self, "n0", "n", "predict_n", "steps", "eot_samples", "restarts",
+                     "attack_batch")
+        if not 0 < self.shrink <= 1:
+            raise ValueError(f"shrink must be in (0, 1], got {self.shrink}")
 
     @property
     def chunk_size(self) -> int:

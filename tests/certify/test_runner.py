@@ -128,3 +128,16 @@ def test_a_bad_specification_is_a_value_error_naming_the_argument(tiny_cnn, imag
                                                                    changes, name) -> None:
     with pytest.raises(ValueError, match=name):
         spec_of(tiny_cnn, images, tmp_path / "run.tsv", **changes)
+
+
+@pytest.mark.parametrize(("make", "name"), [
+    (lambda: Certify(n0=0), "n0"), (lambda: Certify(n=0), "n"),
+    (lambda: Certify(radius=0.5, adaptive=True), "radius"), (lambda: Certify(rule="x"), "rule"),
+    (lambda: Certify(tolerance=0.0), "tolerance"), (lambda: Predict(n=0), "n"),
+    (lambda: Attack(steps=0), "steps"), (lambda: Attack(threats=(("l1", 0.5),)), "norm"),
+    (lambda: Attack(threats=(("l2", 0.0),)), "eps"), (lambda: Audit(predict_n=0), "predict_n"),
+    (lambda: Audit(shrink=1.5), "shrink"), (lambda: Audit(attack_batch=0), "attack_batch"),
+])
+def test_a_bad_mode_is_a_value_error_naming_the_field(make, name) -> None:
+    with pytest.raises(ValueError, match=name):
+        make()
