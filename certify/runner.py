@@ -91,7 +91,7 @@ class RunSpec:
             the data (names, digests, split, ...), as their loader describes them; the run is
             resumed only where these are the same.
         time_limit: stop after the chunk that ends, or the next that would end, past this many
-            seconds (None: no limit).
+            seconds from the start of :func:`run` (None: no limit).
     """
 
     model: torch.nn.Module
@@ -185,7 +185,8 @@ def choose_batch(spec: RunSpec) -> int:
 class StopSignal:
     """The reason to stop: a time limit passed (asked after each chunk) or SIGTERM arrived.
 
-    Use it as a context manager: SIGTERM is caught inside the ``with`` block only (in the main
+    The time limit counts from the signal's making; the first chunk's time from entering it. Use
+    it as a context manager: SIGTERM is caught inside the ``with`` block only (in the main
     thread), and the previous handler comes back afterwards.
     """
 
@@ -197,6 +198,7 @@ class StopSignal:
         self._previous: Any = None
 
     def __enter__(self) -> StopSignal:
+        self.last = self.clock()
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._terminated)
         return self
@@ -236,6 +238,7 @@ def run(spec: RunSpec, progress: Callable[[int, int], None] | None = None,
             file exists with other settings and ``overwrite`` is false, or another run writes it.
         OSError: if the file cannot be written.
     """
+    stop = StopSignal(spec.time_limit, clock or time.monotonic)  # the limit counts from here
     mode = spec.mode
     model = accelerate(spec.model, mode.fast) if isinstance(mode, (Certify, Predict)) else (
         spec.model)
@@ -269,7 +272,7 @@ def run(spec: RunSpec, progress: Callable[[int, int], None] | None = None,
         done = total - sum(map(len, todo))
         if progress is not None:
             progress(done, total)
-        with StopSignal(spec.time_limit, clock or time.monotonic) as stop:
+        with stop:
             for chunk in todo:
                 rows = mode.rows(model, spec.dataset, chunk,
                                  image_generator(spec.seed, chunk[0], device), noise)

@@ -53,8 +53,9 @@ def test_a_time_limit_stops_after_whole_chunks_and_a_rerun_completes_the_same_fi
         tiny_cnn, images, tmp_path, mode) -> None:
     whole = run(spec_of(tiny_cnn, images, tmp_path / "whole.tsv", mode=mode))
     assert (whole.done, whole.total, whole.stopped) == (6, 6, None)
-    stopped = spec_of(tiny_cnn, images, tmp_path / "stopped.tsv", mode=mode, time_limit=2.5)
-    # each chunk takes one fake second: after the second, a third would end at 3 > 2.5 seconds
+    stopped = spec_of(tiny_cnn, images, tmp_path / "stopped.tsv", mode=mode, time_limit=3.5)
+    # the clock is read at the start, before the first chunk and after each (one second
+    # apart): after the second chunk, a third would end at 4 > 3.5 seconds
     first = run(stopped, clock=StepClock())
     taken = 2 * mode.chunk_size  # images: one per chunk for certify and predict, else two
     assert (first.done, first.total, first.stopped) == (taken, 6, runner.TIME_LIMIT)

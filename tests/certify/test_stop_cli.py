@@ -50,7 +50,7 @@ def test_time_limit_stops_reports_and_a_rerun_resumes_to_the_uninterrupted_file(
     main, own = COMMANDS[command]
     assert main([*COMMON, *own, "--out", str(tmp_path / "whole.tsv")]) == 0
     monkeypatch.setattr(runner.time, "monotonic", StepClock())
-    argv = [*COMMON, *own, "--out", str(tmp_path / "run.tsv"), "--time-limit", "2.5s"]
+    argv = [*COMMON, *own, "--out", str(tmp_path / "run.tsv"), "--time-limit", "3.5s"]
     capsys.readouterr()
     assert main(argv) == 0  # a clean stop, as the training commands' --time-limit
     taken = 4 if command in ("certify-attack", "certify-audit") else 2  # two chunks
