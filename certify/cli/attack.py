@@ -27,9 +27,9 @@ import sys
 
 from certify.analysis import accuracy_interval
 from certify.attacks.pgd import check_eps_in_box
-from certify.cli.certify import add_time_limit
 from certify.cli.common import (
     OneLineParser,
+    add_time_limit,
     epsilon,
     file_path,
     positive_float,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from certify.cli.common import (
     OneLineParser,
-    duration,
+    add_time_limit,
     file_path,
     positive_float,
     positive_int,
@@ -87,14 +87,6 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
         parser.add_argument("--plot", action="store_true",
                             help="also draw the certified-accuracy curve next to the results file")
     return parser
-
-
-def add_time_limit(parser: argparse.ArgumentParser) -> None:
-    """--time-limit, as every dataset command spells it."""
-    parser.add_argument("--time-limit", type=duration, default=None,
-                        help="stop after the image (or group of images) that reaches this much "
-                             "wall time (seconds, or 45m, 5.5h, 2d); rerun the same command to "
-                             "resume. SIGTERM also stops after the image at hand")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

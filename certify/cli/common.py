@@ -188,6 +188,14 @@ def duration(text: str) -> float:
                      lambda value: 0 < value < math.inf, "a duration > 0 such as 3600, 45m or 5.5h")
 
 
+def add_time_limit(parser: argparse.ArgumentParser) -> None:
+    """--time-limit, as every dataset command spells it."""
+    parser.add_argument("--time-limit", type=duration, default=None,
+                        help="stop after the image (or group of images) that reaches this much "
+                             "wall time (seconds, or 45m, 5.5h, 2d); rerun the same command to "
+                             "resume. SIGTERM also stops after the image at hand")
+
+
 def file_path(text: str) -> Path:
     """argparse type: a path that names a file (not empty, not ending in a separator)."""
     if not text.strip() or text.endswith(os.sep):
