@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from certify.cli.certify import main as certify_main
 from certify.cli.predict import main as predict_main
 from certify.results import read_rows
 
+REPO = Path(__file__).resolve().parents[2]
 COMMON = ["--sigma", "0.25", "--device", "cpu", "--quiet", "--batch", "100", "--skip", "60"]
 COMMANDS = {
     "certify": (certify_main, ["--n0", "20", "--n", "100"]),
@@ -93,3 +97,23 @@ def test_a_bad_time_limit_is_one_line(limit, tmp_path, capsys) -> None:
     assert main([*COMMON, *own, "--out", str(tmp_path / "run.tsv"), "--time-limit", limit]) == 2
     assert "--time-limit" in one_line_error(capsys)
     assert not (tmp_path / "run.tsv").exists()
+
+
+def test_sigterm_to_a_running_certify_process_leaves_complete_rows_and_exit_0(tmp_path) -> None:
+    out = tmp_path / "run.tsv"
+    started = subprocess.Popen(
+        [sys.executable, "-m", "certify", *COMMON[:-2], "--skip", "1", "--n0", "20", "--n",
+         "2000", "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            not out.exists() or out.read_text().count("\n") < 3):  # the header and two rows
+        time.sleep(0.05)
+    started.send_signal(signal.SIGTERM)
+    report, error = started.communicate(timeout=120)
+    assert started.returncode == 0, error[-2000:]
+    done = len(read_rows(out))
+    assert report.strip() == (f"stopped after image {done} of 360 (SIGTERM); {out} holds the run: "
+                              "rerun the same command to resume")
+    assert 2 <= done < 360 and out.read_text().endswith("\n")
+    assert not out.with_name("run.tsv.lock").exists()
