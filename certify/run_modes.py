@@ -13,6 +13,13 @@ A mode works on a *chunk*, the images that share one noise generator: one image 
 predict, ``attack_batch`` consecutive selected images for attack and audit (attacked together),
 the generator seeded by the chunk's first index. Chunks are fixed by the selection alone, so a
 resumed run regroups and reseeds them exactly as before.
+
+Every mode is a frozen dataclass of its own numbers with the same face: ``command`` (recorded as
+the settings' command), ``columns`` and ``key`` (the results file's header and the columns that
+name a row), ``chunk_size``, ``settings()`` (its entries of the settings file), ``keys(idx)`` (the
+keys of the rows an image gets, as written) and ``rows(model, dataset, chunk, generator, noise)``
+(the rows of a chunk, in file order). Making one with a field out of range raises ValueError
+naming the field.
 """
 
 from __future__ import annotations
