@@ -17,8 +17,8 @@ to a results file (:class:`certify.results.ResultsFile`), whichever the mode:
   far it got; the results file stays resumable.
 
 Example:
-    >>> model, metadata = encoders.load_model("digits-sigma0.25")
-    >>> spec = RunSpec(model, encoders.data.load_dataset("digits", "test"), Certify(n=10_000),
+    >>> model = encoders.load_classifier("digits-sigma0.25")  # or any torch.nn.Module
+    >>> spec = RunSpec(model, encoders.load_dataset("digits", "test"), Certify(n=10_000),
     ...                sigma=0.25, out=Path("run.tsv"), selection=Selection(skip=10))
     >>> report = run(spec)
     >>> report.done, report.total, report.stopped
