@@ -54,9 +54,9 @@ import torch
 from scipy.stats import norm
 
 from certify import ABSTAIN, certify, sample_counts
-from certify.cli.loading import image_generator
 from certify.fast import FastOptions, accelerate
 from certify.guarantee import clopper_pearson_lower, clopper_pearson_upper
+from certify.selection import image_generator
 from encoders import load_classifier
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset

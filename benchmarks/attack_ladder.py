@@ -48,11 +48,11 @@ import torch
 from certify import predict
 from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.attacks.pgd import parse_epsilon
 from certify.attacks.smoothed import OBJECTIVES
-from certify.cli.common import UserError, epsilon
-from certify.cli.loading import image_generator, selected_indices
 from certify.files import write_atomically
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile
+from certify.selection import image_generator, selected_indices
 from encoders import load_classifier
 from encoders.data import load_dataset
 from encoders.training import resolve_device
@@ -237,7 +237,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip", type=int, default=20, help="every skip-th test image (20)")
     parser.add_argument("--max", type=int, default=None, help="images below this index only")
     parser.add_argument("--norm", choices=NORMS, default="linf")
-    parser.add_argument("--eps", type=epsilon, default=8 / 255, help="radius (8/255)")
+    parser.add_argument("--eps", type=parse_epsilon, default=8 / 255, help="radius (8/255)")
     parser.add_argument("--eot-samples", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--objective", choices=OBJECTIVES, default="expectation",
                         help="EOT's loss: mean cross-entropy (default) or SmoothAdv's; the rung "
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     try:
         return run(args)
-    except (ValueError, UserError) as error:  # a missing model or data set, a results conflict
+    except ValueError as error:  # a missing model or data set, a results conflict
         print(f"attack_ladder: {error}", file=sys.stderr)
         return 2
 

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import torch
 
 from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
+from certify.attacks.pgd import parse_epsilon
 from certify.attacks.smoothed import OBJECTIVES
-from certify.cli.common import epsilon
 from encoders import load_classifier
 from encoders.data import load_dataset
 
@@ -154,10 +154,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max", type=int, default=None, help="first MAX test images (all)")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--linf-eps", type=epsilon, nargs="*", default=[0.05, 0.1])
-    parser.add_argument("--l2-eps", type=epsilon, nargs="*", default=[0.5, 1.0])
+    parser.add_argument("--linf-eps", type=parse_epsilon, nargs="*", default=[0.05, 0.1])
+    parser.add_argument("--l2-eps", type=parse_epsilon, nargs="*", default=[0.5, 1.0])
     parser.add_argument("--sigma", type=float, default=0.25, help="noise of the smoothed rows")
-    parser.add_argument("--smoothed-eps", type=epsilon, nargs="*", default=[0.2],
+    parser.add_argument("--smoothed-eps", type=parse_epsilon, nargs="*", default=[0.2],
                         help="L-inf radii of the smoothed-classifier rows")
     parser.add_argument("--smoothed-max", type=int, default=120,
                         help="first images of the smoothed-classifier rows (120)")

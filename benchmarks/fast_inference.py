@@ -19,8 +19,8 @@ import time
 import torch
 
 from certify import predict
-from certify.cli.loading import image_generator
 from certify.fast import FastOptions, accelerate
+from certify.selection import image_generator
 from encoders import load_classifier
 from encoders.backbones import build_classifier
 from encoders.data import load_dataset

@@ -2,6 +2,6 @@
 
 import sys
 
-from certify.cli.certify import main
+from certify.cli.startup import certify
 
-sys.exit(main())
+sys.exit(certify())

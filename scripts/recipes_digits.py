@@ -23,7 +23,6 @@ Command lines::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -33,10 +32,13 @@ from pathlib import Path
 import torch
 
 from certify.analysis import average_certified_radius, certified_accuracy, read_results
-from certify.cli.certify import main as certify_main
+from certify.run_modes import Certify
+from certify.runner import RunSpec, Selection
+from certify.runner import run as run_spec
 from encoders.finetune import FinetuneConfig, finetune
 from encoders.pretrain import PretrainConfig, pretrain
 from encoders.recipes import make_recipe
+from encoders.runs import RunSource, load_run
 
 DIGITS_PRESETS = {
     "gaussian": "gaussian",
@@ -85,7 +87,7 @@ def run(config: DigitsRecipesConfig, log=print) -> dict[tuple[float, str, str], 
     per seed.
 
     Raises:
-        ValueError: if a command fails, or with ``table_only`` a results file is missing.
+        ValueError: if certifying fails, or with ``table_only`` a results file is missing.
     """
     work = Path(config.work)
     scores: dict[tuple[float, str, str], list[dict]] = {}
@@ -121,16 +123,12 @@ def run(config: DigitsRecipesConfig, log=print) -> dict[tuple[float, str, str], 
                         log(f"{stem}: trained in {time.perf_counter() - begun:.0f} s")
                     results = results_path(work, stem, config)
                     begun = time.perf_counter()
-                    arguments = ["--model", str(checkpoint), "--sigma", str(sigma),
-                                 "--n", str(config.n), "--n0", str(config.n0),
-                                 "--skip", str(config.skip), "--out", str(results),
-                                 "--device", config.device, "--quiet"]
-                    if config.batch is not None:
-                        arguments += ["--batch", str(config.batch)]
-                    with contextlib.redirect_stdout(sys.stderr):  # its summary is a log line
-                        status = certify_main(arguments)
-                    if status != 0:
-                        raise ValueError(f"certify failed on {checkpoint}")
+                    loaded = load_run(RunSource(model=str(checkpoint), device=config.device),
+                                      sigma)
+                    run_spec(RunSpec(loaded.model, loaded.dataset,
+                                     Certify(n0=config.n0, n=config.n), sigma, results,
+                                     batch=config.batch, selection=Selection(skip=config.skip),
+                                     recorded=loaded.recorded()))
                     log(f"{stem}: certified in {time.perf_counter() - begun:.0f} s")
                     _score(scores, (sigma, name, stage), results)
     return scores

@@ -3,7 +3,8 @@ commands on top, no circles.
 
 - the library (certify/ outside certify/cli/) never imports certify.cli or encoders;
 - encoders/ (models, data, training) may import the certify library, never its commands;
-- no module imports one that imports it back, directly or through others.
+- no module imports one that imports it back, directly or through others;
+- scripts, benchmarks and notebooks call the library and the runner, never a command module.
 
 Every import counts, those inside functions too.
 """
@@ -11,6 +12,7 @@ Every import counts, those inside functions too.
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -123,3 +125,58 @@ def test_the_checker_sees_a_circle():
     graph["certify.sequential"] = graph["certify.sequential"] | {"certify.smoothing"}
     assert find_circle(graph) in (["certify.sequential", "certify.smoothing", "certify.sequential"],
                                   ["certify.smoothing", "certify.sequential", "certify.smoothing"])
+
+
+CALLERS = ("scripts", "benchmarks", "notebooks")
+"""The folders whose code calls the packages from outside: never through a command module."""
+
+
+def code_of(path: Path) -> str:
+    """A Python file's text, or a notebook's code cells (shell and magic lines left out)."""
+    if path.suffix != ".ipynb":
+        return path.read_text(encoding="utf-8")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    lines = [line for cell in cells if cell["cell_type"] == "code"
+             for line in "".join(cell["source"]).splitlines()]
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("!", "%")))
+
+
+def command_imports(paths: list[Path]) -> list[tuple[str, str]]:
+    """(file, module) for every import of a command module (certify.cli or ``python -m
+    certify``'s entry point) in ``paths``, imports inside functions too."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(code_of(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     else [])
+            for name in names:
+                if is_command(name) or (name == "certify" and isinstance(node, ast.ImportFrom)
+                                        and any(alias.name in ("cli", "__main__")
+                                                for alias in node.names)):
+                    found.append((path.name, name))
+    return found
+
+
+def caller_files() -> list[Path]:
+    return [path for folder in CALLERS for pattern in ("*.py", "*.ipynb")
+            for path in sorted((REPOSITORY / folder).rglob(pattern))]
+
+
+def test_scripts_benchmarks_and_notebooks_never_import_a_command():
+    files = caller_files()
+    assert {path.parent.name for path in files} >= {"scripts", "benchmarks", "notebooks"}
+    assert command_imports(files) == []
+
+
+def test_the_checker_sees_a_script_importing_a_command(tmp_path):
+    """Not vacuous: imports of a command, at the top or inside a function, are found, imports of
+    the library are not."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("from certify.runner import run\nimport certify.selection\n"
+                       "from certify.cli.attack import main\n"
+                       "def helper():\n    import certify.cli.loading as loading\n"
+                       "    from certify import cli\n")
+    assert command_imports([planted]) == [("planted.py", "certify.cli.attack"),
+                                          ("planted.py", "certify.cli.loading"),
+                                          ("planted.py", "certify")]

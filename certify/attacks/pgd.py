@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +112,21 @@ def box_diameter(norm: str, image_shape: tuple[int, ...]) -> float:
     """The largest distance between two images of ``image_shape`` (C, H, W) with pixels in [0, 1]:
     1 in L-inf, sqrt(C * H * W) in L2. A ball of larger radius holds every image."""
     return 1.0 if norm == "linf" else math.sqrt(math.prod(image_shape))
+
+
+def parse_epsilon(text: str) -> float:
+    """An attack radius written as a decimal or a fraction, as papers write them: "0.5", "8/255".
+
+    Raises:
+        ValueError: naming eps, unless ``text`` is a finite number > 0.
+    """
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"eps must be a number > 0 such as 0.5 or 8/255, got {text!r}")
+    return value
 
 
 def check_eps_in_box(name: str, eps: float, norm: str, image_shape: tuple[int, ...]) -> None:

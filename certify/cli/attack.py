@@ -24,75 +24,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import torch
-from tqdm import tqdm
 
 from certify.analysis import accuracy_interval
-from certify.attacks import EOTPGD, PGD, NaiveSmoothedPGD, PGDConfig
 from certify.attacks.pgd import check_eps_in_box
 from certify.cli.common import (
     OneLineParser,
+    add_time_limit,
     epsilon,
     file_path,
     positive_float,
     positive_int,
     probability,
+    progress_bar,
     run_command,
+    stopped_line,
 )
-from certify.cli.loading import (
-    add_model_arguments,
-    check_model_gradients,
-    default_out,
-    image_generator,
-    load_run,
-    run_settings,
-    selected_indices,
-)
-from certify.results import ResultsFile, read_rows
-from certify.sampling import model_device
-from certify.smoothing import predict
-
-ATTACK_COLUMNS = ("idx", "label", "classifier", "attack", "norm", "eps", "predict", "correct",
-                  "time")
-ATTACK_KEY = ("idx", "classifier", "attack", "norm", "eps")
-"""The columns that name a row: one image under one evaluation."""
-NOT_ATTACKED = "-"
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One row kind of ``certify-attack``: a classifier under an attack at one epsilon."""
-
-    classifier: str  # "base" or "smoothed"
-    attack: str  # "clean", "pgd", "naive-pgd" or "eot-pgd"
-    norm: str = NOT_ATTACKED
-    eps: float = 0.0
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """How the row names this evaluation, as written in the results file: epsilon exactly
-        (6 significant digits where they read back as the same float, as 0.5; else the shortest
-        decimal that does, as 0.03137254901960784 for 8/255), so that two epsilons never share
-        rows however close they are."""
-        short = f"{self.eps:.6g}"
-        return (self.classifier, self.attack, self.norm,
-                short if float(short) == self.eps else repr(float(self.eps)))
-
-
-def evaluation_plan(threats: Sequence[tuple[str, float]]) -> list[Evaluation]:
-    """Clean base and smoothed accuracy, then PGD, naive PGD and EOT-PGD for each threat."""
-    plan = [Evaluation("base", "clean"), Evaluation("smoothed", "clean")]
-    for norm, eps in threats:
-        plan += [Evaluation("base", "pgd", norm, eps),
-                 Evaluation("smoothed", "naive-pgd", norm, eps),
-                 Evaluation("smoothed", "eot-pgd", norm, eps)]
-    return plan
+from certify.cli.loading import add_model_arguments, default_out, load_run
+from certify.run_modes import Attack, accuracy_table
+from certify.runner import RunSpec, Selection, run
+from encoders.runs import check_model_gradients
 
 
 def build_parser(prog: str, description: str) -> OneLineParser:
@@ -118,6 +68,7 @@ def build_parser(prog: str, description: str) -> OneLineParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing results file made by other settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_time_limit(parser)
     return parser
 
 
@@ -134,79 +85,8 @@ def attack_parser() -> OneLineParser:
     return parser
 
 
-def build_attack(args: argparse.Namespace, model: torch.nn.Module, evaluation: Evaluation) -> PGD:
-    """The attack an evaluation names, configured from the command line."""
-    config = PGDConfig(norm=evaluation.norm, eps=evaluation.eps, steps=args.steps,
-                       restarts=args.restarts)
-    if evaluation.attack == "pgd":
-        return PGD(model, config)
-    if evaluation.attack == "naive-pgd":
-        return NaiveSmoothedPGD(model, args.sigma, config)
-    return EOTPGD(model, args.sigma, args.eot_samples, config)
-
-
-def chunks(indices: list[int], size: int) -> list[list[int]]:
-    """Consecutive groups of ``size`` indices: the images attacked together, fixed by the
-    selection alone so that a resumed run regroups them exactly as before."""
-    return [indices[start:start + size] for start in range(0, len(indices), size)]
-
-
-def load_images(dataset: Any, chunk: list[int],
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (B, C, H, W) and labels (B,) of a chunk, on ``device``."""
-    items = [dataset[idx] for idx in chunk]
-    images = torch.stack([image for image, _ in items]).to(device)  # (B, C, H, W)
-    labels = torch.tensor([int(label) for _, label in items], device=device)
-    return images, labels
-
-
-def evaluate_chunk(args: argparse.Namespace, model: torch.nn.Module, plan: list[Evaluation],
-                   images: torch.Tensor, labels: torch.Tensor, chunk: list[int],
-                   generator: torch.Generator) -> list[list[Any]]:
-    """The rows of a chunk of images, image by image, one per evaluation of the plan.
-
-    A row's time is its share of the batched attack plus its own prediction.
-    """
-    rows: dict[int, list[list[Any]]] = {idx: [] for idx in chunk}
-    for evaluation in plan:
-        start = time.perf_counter()
-        attacked = images
-        if evaluation.attack != "clean":
-            attacked = build_attack(args, model, evaluation)(images, labels, generator)
-        shared = (time.perf_counter() - start) / len(chunk)
-        if evaluation.classifier == "base":
-            start = time.perf_counter()
-            with torch.no_grad():
-                predictions = model(attacked).argmax(dim=1).tolist()
-            seconds = [shared + (time.perf_counter() - start) / len(chunk)] * len(chunk)
-        else:
-            predictions, seconds = [], []
-            for x in attacked:
-                start = time.perf_counter()
-                predictions.append(predict(model, x, args.sigma, args.n, args.alpha,
-                                           args.batch, generator))
-                seconds.append(shared + time.perf_counter() - start)
-        for idx, label, prediction, elapsed in zip(chunk, labels.tolist(), predictions, seconds):
-            rows[idx].append([idx, label, *evaluation.key, prediction, int(prediction == label),
-                              f"{elapsed:.4f}"])
-    return [row for idx in chunk for row in rows[idx]]
-
-
-def accuracy_table(path: Path, plan: list[Evaluation]) -> list[tuple[Evaluation, int, int]]:
-    """(evaluation, images correct, images evaluated) for every evaluation of the plan, from a
-    results file."""
-    rows = read_rows(path)
-    table = []
-    for evaluation in plan:
-        correct = [int(row["correct"]) for row in rows
-                   if (row["classifier"], row["attack"], row["norm"], row["eps"]) == evaluation.key]
-        table.append((evaluation, sum(correct), len(correct)))
-    return table
-
-
 def run_attack(args: argparse.Namespace) -> int:
-    threats = list(dict.fromkeys([("linf", eps) for eps in args.linf_eps]
-                                 + [("l2", eps) for eps in args.l2_eps]))  # repeats once
+    threats = [("linf", eps) for eps in args.linf_eps] + [("l2", eps) for eps in args.l2_eps]
     loaded = load_run(args, args.sigma)
     model, dataset = loaded.model, loaded.dataset
     check_model_gradients(model, dataset, loaded.model_name,
@@ -214,39 +94,24 @@ def run_attack(args: argparse.Namespace) -> int:
     for norm, eps in threats:
         check_eps_in_box(f"--{norm}-eps", eps, norm,
                          tuple(dataset[0][0].shape))
-    device = model_device(model)
-    plan = evaluation_plan(threats)
-    settings = run_settings(
-        "attack", args, loaded, device, n=args.n, alpha=args.alpha, batch=args.batch,
-        threats=[[norm, eps] for norm, eps in threats], steps=args.steps,
-        eot_samples=args.eot_samples, restarts=args.restarts, attack_batch=args.attack_batch,
-        eps_column="exact")  # files that rounded it to 6 digits are not resumed
+    mode = Attack(threats=tuple(threats), n=args.n, steps=args.steps,
+                  eot_samples=args.eot_samples, restarts=args.restarts,
+                  attack_batch=args.attack_batch)
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, "attack")
-    indices = selected_indices(len(dataset), args.skip, args.max)
-    with ResultsFile(out, ATTACK_COLUMNS, settings, overwrite=args.overwrite,
-                     key=ATTACK_KEY) as results:
-        # Resume row by row: a chunk whose rows were cut short is redone with the same noise
-        # and only its missing rows are written.
-        written = {(int(row["idx"]), row["classifier"], row["attack"], row["norm"], row["eps"])
-                   for row in read_rows(out)}
-        todo = [chunk for chunk in chunks(indices, args.attack_batch)
-                if any((idx, *evaluation.key) not in written
-                       for idx in chunk for evaluation in plan)]
-        with tqdm(total=len(indices), initial=len(indices) - sum(map(len, todo)), unit="img",
-                  disable=args.quiet, desc=f"attack {out.name}", file=sys.stderr) as bar:
-            for chunk in todo:
-                images, labels = load_images(dataset, chunk, device)
-                rows = evaluate_chunk(args, model, plan, images, labels, chunk,
-                                      image_generator(args.seed, chunk[0], device))
-                for row in rows:
-                    if (row[0], *row[2:6]) not in written:
-                        results.append(row)
-                bar.update(len(chunk))
-    lines = [f"certify-attack: {len(indices)} images -> {out}",
+    spec = RunSpec(model, dataset, mode, args.sigma, out, alpha=args.alpha, batch=args.batch,
+                   seed=args.seed, selection=Selection(args.skip, args.max),
+                   overwrite=args.overwrite, recorded=loaded.recorded(),
+                   time_limit=args.time_limit)
+    with progress_bar(f"attack {out.name}", args.quiet) as progress:
+        outcome = run(spec, progress)
+    if outcome.stopped is not None:
+        print(stopped_line(outcome))
+        return 0
+    lines = [f"certify-attack: {outcome.total} images -> {out}",
              f"  {'classifier':<10} {'attack':<10} {'norm':<5} {'eps':>8} {'accuracy':>9}"
              f"  {'95% interval':>17}"]
-    for evaluation, correct, evaluated in accuracy_table(out, plan):
+    for evaluation, correct, evaluated in accuracy_table(out, mode.plan):
         accuracy = correct / evaluated if evaluated else 0.0
         low, high = accuracy_interval(correct, evaluated) if evaluated else (0.0, 1.0)
         lines.append(f"  {evaluation.classifier:<10} {evaluation.attack:<10} {evaluation.norm:<5} "

@@ -15,43 +15,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from certify.audit import AuditConfig, audit_batch
-from certify.cli.attack import NOT_ATTACKED, build_parser, chunks, load_images
+from certify.cli.attack import build_parser
 from certify.cli.common import (
     OneLineParser,
     UserError,
     file_path,
     positive_int,
     probability,
+    progress_bar,
     run_command,
+    stopped_line,
 )
-from certify.cli.loading import (
-    LoadedRun,
-    check_model_gradients,
-    default_out,
-    image_generator,
-    load_run,
-    model_and_data,
-    run_settings,
-    selected_indices,
-)
+from certify.cli.loading import default_out, load_run
 from certify.guarantee import ABSTAIN
-from certify.results import (
-    COHEN_CERTIFY_COLUMNS,
-    ResultsFile,
-    read_rows,
-    read_settings,
-    settings_path,
-)
-from certify.sampling import model_device
-from certify.smoothing import certify
-
-AUDIT_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "epsilon", "attacked", "violation")
+from certify.results import read_rows, read_settings, settings_path
+from certify.run_modes import NOT_ATTACKED, Audit
+from certify.runner import RunSpec, Selection, run
+from encoders.runs import LoadedRun, check_model_gradients
 
 
 def audit_parser() -> OneLineParser:
@@ -109,7 +91,7 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
     if recorded.get("command") != "certify":
         raise UserError(f"--certificates {path} were made by certify-{recorded.get('command')}, "
                         "not certify: they hold no certified radii")
-    expected = {**model_and_data(args, loaded), "sigma": args.sigma}
+    expected = {**loaded.model_and_data(), "sigma": args.sigma}
     differences = []
     for key, value in expected.items():
         if key == "sigma" and isinstance(recorded.get(key), (int, float)):
@@ -131,54 +113,22 @@ def run_audit(args: argparse.Namespace) -> int:
     loaded = load_run(args, args.sigma)
     model, dataset = loaded.model, loaded.dataset
     check_model_gradients(model, dataset, loaded.model_name, "the audit's attack eot-pgd")
-    device = model_device(model)
     given = certificates_to_audit(args, loaded)
-    config = AuditConfig(sigma=args.sigma, n=args.predict_n, alpha=args.alpha,
-                         eot_samples=args.eot_samples, steps=args.steps, restarts=args.restarts,
-                         shrink=args.shrink, batch_size=args.batch,
-                         attack_batch=args.attack_batch)
-    settings = run_settings(
-        "audit", args, loaded, device,
-        certificates=str(args.certificates) if given else None, n0=args.n0, n=args.n,
-        predict_n=args.predict_n, alpha=args.alpha, batch=args.batch, steps=args.steps,
-        eot_samples=args.eot_samples, restarts=args.restarts, shrink=args.shrink,
-        attack_batch=args.attack_batch)
+    mode = Audit(n0=args.n0, n=args.n, predict_n=args.predict_n, steps=args.steps,
+                 eot_samples=args.eot_samples, restarts=args.restarts, shrink=args.shrink,
+                 attack_batch=args.attack_batch, certificates=given,
+                 certificates_file=str(args.certificates) if given else None)
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, "audit")
-    indices = sorted(given) if given else selected_indices(len(dataset), args.skip, args.max)
-    with ResultsFile(out, AUDIT_COLUMNS, settings, overwrite=args.overwrite) as results:
-        todo = [chunk for chunk in chunks(indices, args.attack_batch)
-                if any(idx not in results.done for idx in chunk)]
-        with tqdm(total=len(indices), initial=len(indices) - sum(map(len, todo)), unit="img",
-                  disable=args.quiet, desc=f"audit {out.name}", file=sys.stderr) as bar:
-            for chunk in todo:
-                images, labels = load_images(dataset, chunk, device)
-                generator = image_generator(args.seed, chunk[0], device)
-                certified, radii, seconds = [], [], []
-                for idx, x in zip(chunk, images):
-                    start = time.perf_counter()
-                    if given:
-                        label, radius = given[idx]
-                    else:
-                        certificate = certify(model, x, args.sigma, args.n0, args.n, args.alpha,
-                                              args.batch, generator)
-                        label, radius = certificate.label, certificate.radius
-                    certified.append(label)
-                    radii.append(radius)
-                    seconds.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                records = audit_batch(model, images, certified, radii, config, generator)
-                shared = (time.perf_counter() - start) / len(chunk)
-                for i, (idx, label, record) in enumerate(zip(chunk, labels.tolist(), records)):
-                    if idx in results.done:
-                        continue
-                    attack_columns = (
-                        [0.0, NOT_ATTACKED, 0] if record is None
-                        else [f"{record.epsilon:.6f}", record.prediction, int(record.violation)])
-                    results.append([idx, label, certified[i], f"{radii[i]:.6f}",
-                                    int(certified[i] == label), f"{seconds[i] + shared:.4f}",
-                                    *attack_columns])
-                bar.update(len(chunk))
+    spec = RunSpec(model, dataset, mode, args.sigma, out, alpha=args.alpha, batch=args.batch,
+                   seed=args.seed, selection=Selection(args.skip, args.max),
+                   overwrite=args.overwrite, recorded=loaded.recorded(),
+                   time_limit=args.time_limit)
+    with progress_bar(f"audit {out.name}", args.quiet) as progress:
+        outcome = run(spec, progress)
+    if outcome.stopped is not None:
+        print(stopped_line(outcome))
+        return 0
     rows = read_rows(out)
     attacked = [row for row in rows if row["attacked"] != NOT_ATTACKED]
     violations = sum(int(row["violation"]) for row in attacked)

@@ -17,56 +17,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
-
-import torch
-from tqdm import tqdm
 
 from certify.cli.common import (
     OneLineParser,
-    UserError,
+    add_time_limit,
     file_path,
     positive_float,
     positive_int,
     probability,
+    progress_bar,
     run_command,
+    stopped_line,
 )
-from certify.cli.loading import (
-    add_model_arguments,
-    default_out,
-    image_generator,
-    load_run,
-    run_settings,
-    selected_indices,
-)
-from certify.cli.shards import (
-    completion_path,
-    mark_complete,
-    merge_parts,
-    parse_shard,
-    part_path,
-)
-from certify.fast import FastOptions, accelerate, fastest_batch_size
-from certify.results import (
-    COHEN_CERTIFY_COLUMNS,
-    COHEN_PREDICT_COLUMNS,
-    ResultsConflictError,
-    ResultsFile,
-    check_results_path,
-    read_rows,
-    read_settings,
-    record_output,
-    settings_path,
-)
-from certify.sampling import model_device
+from certify.cli.loading import add_model_arguments, default_out, load_run
+from certify.fast import FastOptions
+from certify.results import read_rows, record_output
+from certify.run_modes import Certify, Predict
+from certify.runner import RunSpec, Selection
+from certify.runner import run as run_spec
 from certify.sequential import RULES
-from certify.smoothing import certify, predict
+from certify.shards import merge_parts
 from certify.torchrun import torchrun_place
-
-CERTIFY_COLUMNS = (*COHEN_CERTIFY_COLUMNS, "pA_lower", "count", "samples")
-PREDICT_COLUMNS = COHEN_PREDICT_COLUMNS
 
 
 def build_parser(prog: str, certifying: bool) -> OneLineParser:
@@ -92,6 +64,7 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
     parser.add_argument("--shard", default=None,
                         help="i/K: certify only shard i of K (under torchrun: RANK/WORLD_SIZE)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_time_limit(parser)
     speed = parser.add_argument_group("speed (opt-in; see benchmarks/fast_inference.py)")
     speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     speed.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
@@ -116,6 +89,21 @@ def build_parser(prog: str, certifying: bool) -> OneLineParser:
     return parser
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse 'i/K' with 0 <= i < K.
+
+    Raises:
+        ValueError: naming --shard, for anything else.
+    """
+    try:
+        shard, num_shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/K, e.g. 0/4, got {text!r}") from None
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"--shard i/K needs 0 <= i < K, got {text!r}")
+    return shard, num_shards
+
+
 def shard_of(args: argparse.Namespace) -> tuple[int, int]:
     """(shard, number of shards) from --shard, else from torchrun's RANK and WORLD_SIZE."""
     if args.shard is not None:
@@ -124,76 +112,33 @@ def shard_of(args: argparse.Namespace) -> tuple[int, int]:
     return place.rank, place.world_size
 
 
-def certify_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, label: int,
-                idx: int, generator: torch.Generator) -> list[Any]:
-    start = time.perf_counter()
-    cert = certify(model, x, args.sigma, args.n0, args.n, args.alpha, args.batch, generator,
-                   radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance,
-                   rule=args.rule)
-    elapsed = time.perf_counter() - start
-    return [idx, label, cert.label, f"{cert.radius:.6f}", int(cert.label == label),
-            f"{elapsed:.4f}", f"{cert.pA_lower:.8f}", cert.count, cert.samples]
-
-
-def predict_row(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, label: int,
-                idx: int, generator: torch.Generator) -> list[Any]:
-    start = time.perf_counter()
-    prediction = predict(model, x, args.sigma, args.n, args.alpha, args.batch, generator)
-    elapsed = time.perf_counter() - start
-    return [idx, label, prediction, int(prediction == label), f"{elapsed:.4f}"]
-
-
 def run(args: argparse.Namespace, kind: str) -> int:
     """Certify (or predict) every selected image, appending one row per image."""
     loaded = load_run(args, args.sigma)
-    dataset, metadata = loaded.dataset, loaded.metadata
-    options = FastOptions(args.channels_last, args.bf16, args.compile)
-    model = accelerate(loaded.model, options)
-    trained_sigma = metadata.get("sigma")
+    trained_sigma = loaded.metadata.get("sigma")
     if trained_sigma is not None and abs(float(trained_sigma) - args.sigma) > 1e-9:
         print(f"{kind}: warning: the model was trained at sigma {trained_sigma}, "
               f"certifying at sigma {args.sigma}", file=sys.stderr)
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, kind)
     shard, num_shards = shard_of(args)
-    device = model_device(model)
-    if args.batch is None:
-        args.batch = choose_batch(args, out, num_shards, model, tuple(dataset[0][0].shape))
-    settings = run_settings(
-        kind, args, loaded, device, n=args.n, n0=getattr(args, "n0", None), alpha=args.alpha,
-        batch=args.batch, channels_last=options.channels_last, bf16=options.bfloat16,
-        compile=options.compile)
-    if kind == "certify" and (args.radius is not None or args.adaptive):
-        settings.update(radius=args.radius, adaptive=args.adaptive, tolerance=args.tolerance,
-                        rule=args.rule)
-    path = out
+    fast = FastOptions(args.channels_last, args.bf16, args.compile)
+    mode = Certify(n0=args.n0, n=args.n, radius=args.radius, adaptive=args.adaptive,
+                   tolerance=args.tolerance, rule=args.rule, fast=fast) if kind == "certify" else (
+        Predict(n=args.n, fast=fast))
+    spec = RunSpec(loaded.model, loaded.dataset, mode, args.sigma, out, alpha=args.alpha,
+                   batch=args.batch, seed=args.seed, selection=Selection(args.skip, args.max),
+                   shard=(shard, num_shards), overwrite=args.overwrite,
+                   recorded=loaded.recorded(), time_limit=args.time_limit)
+    with progress_bar(f"{kind} {spec.path.name}", args.quiet) as progress:
+        outcome = run_spec(spec, progress)
+    if outcome.dropped:
+        print(f"{kind}: repaired {outcome.path}: dropped {outcome.dropped} repeated or malformed "
+              "rows (redone unless their images were done)", file=sys.stderr)
+    if outcome.stopped is not None:
+        print(stopped_line(outcome))
+        return 0
     if num_shards > 1:
-        settings["shard"] = [shard, num_shards]
-        path = part_path(out, shard, num_shards)
-    columns, make_row = (CERTIFY_COLUMNS, certify_row) if kind == "certify" else (
-        PREDICT_COLUMNS, predict_row)
-    mine = selected_indices(len(dataset), args.skip, args.max)[shard::num_shards]
-    with ResultsFile(path, columns, settings, overwrite=args.overwrite) as results:
-        # What an earlier run left beside the file no longer describes it.
-        if num_shards > 1:
-            completion_path(path).unlink(missing_ok=True)
-        if results.dropped:
-            print(f"{kind}: repaired {path}: dropped {results.dropped} repeated or malformed "
-                  "rows (redone unless their images were done)", file=sys.stderr)
-        todo = [idx for idx in mine if idx not in results.done]
-        correct = 0
-        with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", disable=args.quiet,
-                  desc=f"{kind} {path.name}", file=sys.stderr) as bar:
-            for idx in todo:
-                x, label = dataset[idx]
-                row = make_row(args, model, x, int(label), idx,
-                               image_generator(args.seed, idx, device))
-                results.append(row)
-                correct += row[columns.index("correct")]
-                bar.set_postfix(correct=correct, refresh=False)
-                bar.update()
-    if num_shards > 1:
-        mark_complete(path, len(dataset))
         if not wait_for_shards(shard, num_shards):
             print(f"{kind}: shard {shard}/{num_shards} done; join the parts with "
                   f"`certify-merge {out} --shards {num_shards}` once all are done", file=sys.stderr)
@@ -202,27 +147,6 @@ def run(args: argparse.Namespace, kind: str) -> int:
     if shard == 0:
         report(out, kind, getattr(args, "plot", False))
     return 0
-
-
-def choose_batch(args: argparse.Namespace, out: Path, num_shards: int, model: torch.nn.Module,
-                 input_shape: tuple[int, ...]) -> int:
-    """The batch size when --batch is not given: the one an existing results file was made with,
-    1000 for shards (which must agree), else the fastest on the device for images of
-    ``input_shape`` (C, H, W), the data's (a TorchScript or factory model records none)."""
-    check_results_path(out)  # before measuring anything
-    if out.exists() and not args.overwrite:
-        try:
-            recorded = read_settings(out).get("batch")
-        except ResultsConflictError as error:
-            raise UserError(f"{out} exists but {error}; pass --overwrite to replace it or choose "
-                            "another --out") from None
-        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
-            return recorded
-        raise UserError(f"{settings_path(out)} records no batch size (got {recorded!r}): pass "
-                        "--batch, or --overwrite to start afresh")
-    if num_shards > 1:
-        return 1000
-    return fastest_batch_size(model, input_shape)
 
 
 def wait_for_shards(shard: int, num_shards: int) -> bool:

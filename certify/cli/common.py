@@ -12,19 +12,22 @@ before its line (to see where in a user's own model an exception was raised).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from fractions import Fraction
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from certify.cli.startup import INTERRUPTED, stop_catching_interrupts
 from certify.torchrun import torchrun_place
 from encoders.errors import one_line
+
+if TYPE_CHECKING:
+    from certify.runner import RunReport
 
 USER_ERROR = 2
 
@@ -162,9 +165,15 @@ def probability(text: str) -> float:
 
 
 def epsilon(text: str) -> float:
-    """argparse type: a finite number > 0 written as a decimal or a fraction such as 8/255."""
-    return _argument(text, lambda value: float(Fraction(value)),
-                     lambda value: 0 < value < math.inf, "a number > 0 such as 0.5 or 8/255")
+    """argparse type: a finite number > 0 written as a decimal or a fraction such as 8/255
+    (:func:`certify.attacks.pgd.parse_epsilon`)."""
+    from certify.attacks.pgd import parse_epsilon
+
+    try:
+        return parse_epsilon(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 such as 0.5 or 8/255, got {text!r}") from None
 
 
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -179,8 +188,36 @@ def duration(text: str) -> float:
                      lambda value: 0 < value < math.inf, "a duration > 0 such as 3600, 45m or 5.5h")
 
 
+def add_time_limit(parser: argparse.ArgumentParser) -> None:
+    """--time-limit, as every dataset command spells it."""
+    parser.add_argument("--time-limit", type=duration, default=None,
+                        help="stop after the image (or group of images) that reaches this much "
+                             "wall time (seconds, or 45m, 5.5h, 2d); rerun the same command to "
+                             "resume. SIGTERM also stops after the image at hand")
+
+
 def file_path(text: str) -> Path:
     """argparse type: a path that names a file (not empty, not ending in a separator)."""
     if not text.strip() or text.endswith(os.sep):
         raise argparse.ArgumentTypeError(f"expected a file path, got {text!r}")
     return Path(text)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of images on stderr (none when ``quiet``), as the ``progress`` callback of
+    :func:`certify.runner.run`: called with (images done, images in all)."""
+    from tqdm import tqdm
+
+    with tqdm(unit="img", disable=quiet, desc=description, file=sys.stderr) as bar:
+        def show(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        yield show
+
+
+def stopped_line(report: RunReport) -> str:
+    """What a dataset command prints when its run stopped early (exit status 0, as training)."""
+    return (f"stopped after image {report.done} of {report.total} ({report.stopped}); "
+            f"{report.path} holds the run: rerun the same command to resume")

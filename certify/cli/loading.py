@@ -1,86 +1,20 @@
-"""What the dataset commands share: choosing, loading and naming a model, its data and a run.
+"""What the dataset commands share: the flags that choose a model, its data and a run, and the
+default name of a results file.
 
-This is the only place in certify/ that imports encoders/ for models and data: the library below
-takes any ``torch.nn.Module`` and any image tensors.
+Loading lives in :mod:`encoders.runs`; the library below takes any ``torch.nn.Module`` and any
+image tensors.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
 
-import numpy as np
-import torch
-
-from certify.cli.common import UserError, non_negative_int, positive_int
-from certify.sampling import check_sigma_fits, evaluating, model_device
-from encoders.errors import one_line
-
-
-class ModelError(ValueError):
-    """The user's model raised an exception or returned something other than logits."""
-
-
-class ReportingModel(torch.nn.Module):
-    """A loaded model whose failures name it: an exception raised inside it (TorchScript's
-    ``torch.jit.Error``, anything a factory's module raises) or an output that is not a
-    floating-point tensor of logits (B, K) becomes a one-line :class:`ModelError` naming the
-    model (the traceback shows under ``CERTIFY_DEBUG=1``); running out of memory and Ctrl-C pass
-    through as they are."""
-
-    def __init__(self, network: torch.nn.Module, name: str) -> None:
-        super().__init__()
-        self.network = network
-        self.name = name
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        try:
-            output = self.network(batch)
-        except (MemoryError, torch.OutOfMemoryError):
-            raise
-        except Exception as error:
-            # TorchScript's errors hold the scripted traceback, then the error on its last line.
-            lines = str(error).strip().splitlines()
-            message = lines[-1] if "Traceback" in str(error) and lines else one_line(error)
-            raise ModelError(f"the model {self.name} raised {type(error).__name__}: "
-                             f"{' '.join(message.split())}") from error
-        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-            kind = (f"a {output.dtype} tensor" if isinstance(output, torch.Tensor)
-                    else f"a {type(output).__name__}")
-            raise ModelError(f"the model {self.name} returns {kind}, not floating-point logits "
-                             "(B, K); make its forward return the logits tensor alone")
-        if output.dim() != 2 or output.shape[0] != batch.shape[0]:
-            raise ModelError(f"the model {self.name} returns an output of shape "
-                             f"{tuple(output.shape)} for {batch.shape[0]} images, not logits "
-                             f"({batch.shape[0]}, K)")
-        return output
-
-
-class LoadedRun(NamedTuple):
-    """A model and its data, as the commands use them.
-
-    Attributes:
-        model: on the requested device, in eval mode, as a :class:`ReportingModel`.
-        dataset: indexable, yielding (image (C, H, W) in [0, 1], label).
-        metadata: the checkpoint's metadata plus ``checkpoint_sha256`` of its file.
-        model_name: the --model given (or the shipped model's name).
-        dataset_name: the data set's name.
-        data_root: the folder the data was read from, resolved (None for digits).
-        data_sha256: the data set's fingerprint (``fingerprint()`` of encoders' data sets): its
-            pixels, or for a lazily read image folder its file list, with labels and classes.
-    """
-
-    model: torch.nn.Module
-    dataset: Any
-    metadata: dict[str, Any]
-    model_name: str
-    dataset_name: str
-    data_root: str | None = None
-    data_sha256: str | None = None
+from certify.cli.common import non_negative_int, positive_int
+from encoders.runs import LoadedRun, RunSource
+from encoders.runs import load_run as encoders_load_run
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,141 +62,12 @@ def channel_values(text: str) -> list[float]:
 
 
 def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
-    """Load the model named by --model (or the shipped digits model for ``sigma``) and its data.
-
-    Raises:
-        ValueError: for a missing or damaged checkpoint or data set, a model with NaN or
-            infinite weights, a model whose input shape or number of classes is not the data
-            set's, or a bad --device.
-    """
-    import encoders
-    from encoders.checkpoint import resolve
-    from encoders.data import default_root, load_dataset
-    from encoders.training import resolve_device
-
-    source = args.model or encoders.pretrained_name(args.dataset or "digits", sigma)
-    device = resolve_device(args.device)
-    normalize = tuple(args.normalize) if args.normalize else None
-    model, metadata = encoders.load_model(source, factory=args.model_factory, normalize=normalize)
-    metadata = {**metadata,
-                "checkpoint_sha256": hashlib.sha256(resolve(source).read_bytes()).hexdigest()}
-    dataset_name = args.dataset or metadata.get("dataset")
-    if dataset_name is None:
-        raise UserError(f"{source} does not record the data set it was trained on: "
-                        "name it with --dataset")
-    dataset = load_dataset(dataset_name, args.split, args.data_root, resize=args.resize,
-                           crop=args.crop)
-    model = ReportingModel(model, str(source)).to(device).eval()
-    check_sigma_fits(model, sigma)  # before any file is written
-    check_model_fits_data(model, metadata, source, dataset, f"{dataset_name} {args.split}")
-    data_root = None if dataset_name == "digits" else str(
-        Path(args.data_root or default_root()).resolve())
-    return LoadedRun(model, dataset, metadata, str(source), dataset_name, data_root,
-                     dataset.fingerprint())
-
-
-def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], source: Any,
-                          dataset: Any, data_name: str) -> None:
-    """Refuse, before the first image, a model that cannot mean anything on this data set: one
-    with NaN or infinite weights, or whose recorded input shape or number of classes differs
-    from the data set's (where the model or the data set records none, the model is checked as
-    it runs).
-
-    Raises:
-        UserError: naming the checkpoint and what is wrong.
-    """
-    network = model.network if isinstance(model, ReportingModel) else model
-    broken = [name for name, tensor in network.state_dict().items()
-              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-    if broken:
-        raise UserError(f"{source} holds NaN or infinite weights ({', '.join(broken[:3])}); "
-                        "its votes would mean nothing")
-    shape, classes = metadata.get("input_shape"), metadata.get("num_classes")
-    data_shape = getattr(dataset, "input_shape", None)
-    data_classes = getattr(dataset, "num_classes", None)
-    mean = metadata.get("mean")
-    if isinstance(mean, list) and data_shape is not None and len(mean) != data_shape[0]:
-        raise UserError(f"{source} normalises {len(mean)} channels (--normalize or its first "
-                        f"layer), but the {data_name} images have {data_shape[0]}; give one "
-                        "value per channel")
-    names, data_names = metadata.get("classes"), getattr(dataset, "classes", None)
-    if names is not None and data_names is not None and list(names) != list(data_names):
-        raise UserError(f"{source} was trained on the classes {', '.join(map(str, names))} (in "
-                        f"label order), but the {data_name} classes are "
-                        f"{', '.join(data_names)}; its labels would name other classes")
-    if shape is not None and data_shape is not None and list(shape) != list(data_shape):
-        raise UserError(f"{source} takes images of shape {tuple(shape)}, but the {data_name} "
-                        f"images are {tuple(data_shape)}; pass the --dataset it was trained on")
-    if shape is None or classes is None:  # TorchScript or a factory: ask the model itself
-        image = dataset[0][0].unsqueeze(0).to(model_device(model))  # (1, C, H, W)
-        try:
-            with torch.inference_mode():
-                logits = model(image)
-        except ModelError as error:
-            raise UserError(f"{error} on the {data_name} images of shape "
-                            f"{tuple(image.shape[1:])}") from error
-        classes = logits.shape[1]
-    if classes is not None and data_classes is not None and classes != data_classes:
-        raise UserError(f"{source} has {classes} classes, but {data_name} has {data_classes}; "
-                        "pass the --dataset it was trained on")
-
-
-def check_model_gradients(model: torch.nn.Module, dataset: Any, source: Any,
-                          attacks: str) -> None:
-    """Refuse, before the first image, a model whose output has no gradient with respect to its
-    input (it thresholds, or runs under no_grad): ``attacks`` ascend that gradient.
-
-    Raises:
-        UserError: naming the model and the attacks.
-    """
-    image = dataset[0][0].unsqueeze(0).to(model_device(model)).requires_grad_(True)  # (1, C, H, W)
-    with evaluating(model), torch.enable_grad():
-        logits = model(image)
-    if not logits.requires_grad:
-        raise UserError(f"{source} gives no gradient with respect to its input (its output does "
-                        f"not require grad), and {attacks} ascend that gradient; certify and "
-                        "predict need none")
-
-
-def model_and_data(args: argparse.Namespace, loaded: LoadedRun) -> dict[str, Any]:
-    """What a row's meaning depends on besides the command's own numbers: the model (its file's
-    digest, the factory that builds it, the normalisation put in front of it) and the images
-    (data set, resolved folder, fingerprint, class names, split, resize and crop). A results
-    file resumes, and certificates are audited, only where all of these are the same."""
-    return {
-        "checkpoint_sha256": loaded.metadata["checkpoint_sha256"],
-        "model_factory": args.model_factory,
-        "normalize": args.normalize,
-        "dataset": loaded.dataset_name, "data_root": loaded.data_root,
-        "data_sha256": loaded.data_sha256,
-        "classes": None if getattr(loaded.dataset, "classes", None) is None
-        else list(loaded.dataset.classes),
-        "split": args.split, "resize": args.resize, "crop": args.crop,
-    }
-
-
-def run_settings(command: str, args: argparse.Namespace, loaded: LoadedRun,
-                 device: torch.device, **specific: Any) -> dict[str, Any]:
-    """The settings recorded beside a results file: what every dataset command shares (model and
-    data, :func:`model_and_data`; selection, seed, device) and the command's own ``specific``
-    ones."""
-    return {
-        "command": command, "model": loaded.model_name, **model_and_data(args, loaded),
-        "sigma": args.sigma, **specific,
-        "skip": args.skip, "max": args.max, "seed": args.seed, "device": device.type,
-    }
-
-
-def selected_indices(size: int, skip: int, stop: int | None) -> list[int]:
-    """Cohen et al.'s selection: every ``skip``-th image index below ``stop`` (or the end)."""
-    return list(range(0, size if stop is None else min(size, stop), skip))
-
-
-def image_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded by (seed, idx) alone, so each image's noise is fixed."""
-    state = np.random.SeedSequence([seed, idx]).generate_state(2, dtype=np.uint32)
-    return torch.Generator(device=device).manual_seed(
-        (int(state[0]) << 31) ^ int(state[1]))
+    """Load the model and data the flags name (:func:`encoders.runs.load_run`)."""
+    return encoders_load_run(RunSource(
+        model=args.model, model_factory=args.model_factory,
+        normalize=tuple(args.normalize) if args.normalize else None,
+        dataset=args.dataset, split=args.split, data_root=args.data_root, resize=args.resize,
+        crop=args.crop, device=args.device), sigma)
 
 
 def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from certify.cli.common import OneLineParser, file_path, positive_int, run_command
-from certify.cli.shards import merge_parts
+from certify.shards import merge_parts
 
 
 def build_parser() -> OneLineParser:

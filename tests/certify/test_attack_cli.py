@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from certify.analysis import accuracy_interval
-from certify.cli.attack import ATTACK_COLUMNS, main
-from certify.cli.audit import AUDIT_COLUMNS
+from certify.cli.attack import main
 from certify.cli.audit import main as audit_main
 from certify.cli.certify import main as certify_main
+from certify.run_modes import ATTACK_COLUMNS, AUDIT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = [0, 180]  # --skip 180 on the 360 digits test images

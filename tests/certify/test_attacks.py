@@ -359,3 +359,18 @@ def test_the_library_never_imports_torchattacks() -> None:
         if re.search(r"^\s*(import|from)\s+torchattacks\b", path.read_text(), re.MULTILINE)
     ]
     assert importing == []
+
+
+@pytest.mark.parametrize(("text", "value"), [("8/255", 8 / 255), ("0.5", 0.5), ("1e-3", 1e-3)])
+def test_parse_epsilon_reads_decimals_and_fractions(text, value) -> None:
+    from certify.attacks.pgd import parse_epsilon
+
+    assert parse_epsilon(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-1/255", "1/0", "1e400", "inf", "nan", "eight"])
+def test_parse_epsilon_refuses_what_is_no_radius(text) -> None:
+    from certify.attacks.pgd import parse_epsilon
+
+    with pytest.raises(ValueError, match="eps"):
+        parse_epsilon(text)

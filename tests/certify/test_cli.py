@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from certify.analysis import read_results
-from certify.cli.certify import CERTIFY_COLUMNS, main
+from certify.cli.certify import main
 from certify.cli.merge import main as merge_main
 from certify.cli.predict import main as predict_main
+from certify.run_modes import CERTIFY_COLUMNS
 from encoders.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,19 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from command_output import one_line_error
 
 from certify.cli.attack import main as attack_main
 from certify.cli.audit import main as audit_main
-from certify.cli.certify import CERTIFY_COLUMNS, main
+from certify.cli.certify import main
 from certify.cli.finetune import main as finetune_main
 from certify.cli.merge import main as merge_main
 from certify.cli.plot import main as plot_main
 from certify.cli.predict import main as predict_main
-from certify.cli.shards import completion_path, part_path
 from certify.results import ResultsFile, read_rows, settings_path
+from certify.run_modes import CERTIFY_COLUMNS
 from certify.sampling import sample_counts
+from certify.shards import completion_path, part_path
 from certify.smoothing import Smooth, certify, predict
 from encoders.backbones import build_classifier
 from encoders.checkpoint import save_checkpoint, versions
@@ -236,11 +238,11 @@ def test_cause4_audit_refuses_certificates_of_other_settings(checkpoint, tmp_pat
 
 def test_cause5_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint, tmp_path,
                                                                      capsys, monkeypatch) -> None:
-    import certify.cli.certify as command
+    import certify.run_modes as modes
 
     out = tmp_path / "run.tsv"
     assert main(arguments(checkpoint, out, "--max", "100", "--shard", "0/2")) == 0  # 0, 80
-    made = command.certify_row
+    made = modes.Certify.rows
 
     def interrupted_after_two(*args, **kwargs):
         if interrupted_after_two.calls == 2:
@@ -249,10 +251,10 @@ def test_cause5_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint,
         return made(*args, **kwargs)
 
     interrupted_after_two.calls = 0
-    monkeypatch.setattr(command, "certify_row", interrupted_after_two)
+    monkeypatch.setattr(modes.Certify, "rows", interrupted_after_two)
     # --max 200 selects 0, 40, ..., 160; shard 0 of 2 takes 0, 80, 160 and stops after two.
     assert main(arguments(checkpoint, out, "--max", "200", "--shard", "0/2", "--overwrite")) == 130
-    monkeypatch.setattr(command, "certify_row", made)
+    monkeypatch.setattr(modes.Certify, "rows", made)
     assert main(arguments(checkpoint, out, "--max", "200", "--shard", "1/2", "--overwrite")) == 0
     capsys.readouterr()
     assert merge_main([str(out), "--shards", "2"]) == 2
@@ -478,21 +480,57 @@ def test_cause10_out_of_range_flags_are_one_line(checkpoint, tmp_path, capsys, e
 
 
 INTERRUPTED_START = """
-import os, signal
-import certify.cli
-assert "torch" not in __import__("sys").modules, "certify.cli imported torch before its commands"
-os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the command's module (and torch) load
-import certify.cli.certify
+import importlib, os, signal, sys
+import certify.cli.startup as startup
+assert "torch" not in sys.modules, "the entry points imported torch before their commands"
+real_import = importlib.import_module
+
+def interrupted_import(name, *args):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the command's module (and torch) load
+    return real_import(name, *args)
+
+importlib.import_module = interrupted_import
+sys.argv = [ENTRY]
+sys.exit(getattr(startup, ENTRY.replace("-", "_"))())
 """
 
 
-def test_cause10_ctrl_c_during_start_up_is_one_line_and_130() -> None:
-    interrupted = subprocess.run([sys.executable, "-c", INTERRUPTED_START], cwd=REPO,
-                                 capture_output=True, text=True, timeout=120,
-                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+def console_scripts() -> dict[str, str]:
+    """The console scripts of pyproject.toml: name -> entry point."""
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["project"]["scripts"]
+
+
+@pytest.mark.parametrize("entry", sorted(console_scripts()))
+def test_cause10_ctrl_c_during_start_up_is_one_line_and_130(entry) -> None:
+    assert console_scripts()[entry] == f"certify.cli.startup:{entry.replace('-', '_')}"
+    interrupted = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_START.replace("ENTRY", repr(entry))], cwd=REPO,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert interrupted.returncode == 130, interrupted.stderr[-2000:]
     lines = interrupted.stderr.strip().splitlines()
-    assert len(lines) == 1 and "interrupted" in lines[0], lines
+    assert lines == [f"{entry}: interrupted while starting; nothing was written"], lines
+
+
+IMPORT_EVERY_COMMAND = """
+import importlib.util, pkgutil, signal
+handlers = {name: signal.getsignal(name) for name in (signal.SIGINT, signal.SIGTERM)}
+folder = importlib.util.find_spec("certify.cli").submodule_search_locations
+modules = ["certify.cli", *(module.name for module in pkgutil.iter_modules(folder, "certify.cli."))]
+for name in [*modules, "certify.runner", "encoders"]:
+    importlib.import_module(name)
+changed = [name for name, handler in handlers.items() if signal.getsignal(name) is not handler]
+print(len(modules), changed)
+"""
+
+
+def test_importing_every_command_changes_no_signal_handler() -> None:
+    imported = subprocess.run([sys.executable, "-c", IMPORT_EVERY_COMMAND], cwd=REPO,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    count, changed = imported.stdout.split(" ", 1)
+    assert int(count) >= 10 and changed.strip() == "[]", imported.stdout
 
 
 def test_cause10_ctrl_c_while_python_m_certify_starts_is_one_line_and_130(tmp_path) -> None:

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from certify.cli.shards import mark_complete, merge_parts, parse_shard, part_path
+from certify.cli.certify import parse_shard
 from certify.results import ResultsConflictError, ResultsFile, settings_path
+from certify.shards import mark_complete, merge_parts, part_path
 
 COLUMNS = ("idx", "label", "value")
 SETTINGS = {"sigma": 0.25, "n": 100}

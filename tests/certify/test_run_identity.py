@@ -13,7 +13,7 @@ import torch
 from command_output import one_line_error
 from PIL import Image
 
-import certify.cli.certify as certify_cli
+import certify.runner as runner
 from certify.cli.audit import main as audit_main
 from certify.cli.certify import main
 from certify.results import settings_path
@@ -200,7 +200,7 @@ def test_the_batch_size_of_a_model_without_metadata_is_measured_on_the_data(
         measured.append(input_shape)
         return 32
 
-    monkeypatch.setattr(certify_cli, "fastest_batch_size", fastest)
+    monkeypatch.setattr(runner, "fastest_batch_size", fastest)
     argv = ["--sigma", "0.25", "--n0", "10", "--n", "50", "--max", "2", "--device", "cpu",
             "--quiet", "--out", str(tmp_path / "run.tsv"), "--model", str(weights),
             "--dataset", "digits", "--model-factory", f"{module}:Net"]

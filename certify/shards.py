@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from certify.cli.loading import selected_indices
 from certify.files import write_atomically
 from certify.results import (
     ResultsConflictError,
@@ -29,6 +28,7 @@ from certify.results import (
     read_table,
     settings_path,
 )
+from certify.selection import selected_indices
 
 
 def part_path(out: Path, shard: int, num_shards: int) -> Path:
@@ -44,21 +44,6 @@ def completion_path(part: Path) -> Path:
 def mark_complete(part: Path, dataset_size: int) -> None:
     """Record that ``part`` holds every image its shard selects from ``dataset_size`` images."""
     write_atomically(completion_path(part), json.dumps({"dataset_size": dataset_size}) + "\n")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse 'i/K' with 0 <= i < K.
-
-    Raises:
-        ValueError: naming --shard, for anything else.
-    """
-    try:
-        shard, num_shards = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/K, e.g. 0/4, got {text!r}") from None
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"--shard i/K needs 0 <= i < K, got {text!r}")
-    return shard, num_shards
 
 
 def merge_parts(out: Path, num_shards: int) -> int:
