@@ -84,15 +84,17 @@ def run(config: DefaultsConfig, log=print) -> str:
     rows: dict[str, list[float]] = {}
     for seed in config.seeds:
         started = time.perf_counter()
-        simclr = pretrain(
-            PretrainConfig(
-                dataset="digits",
-                out=str(work / f"simclr-seed{seed}.pt"),
-                epochs=config.pretrain_epochs,
-                seed=seed,
-                device="cpu",
+        simclr = work / f"simclr-seed{seed}.pt"
+        if not simclr.exists():  # a finished run is never overwritten
+            pretrain(
+                PretrainConfig(
+                    dataset="digits",
+                    out=str(simclr),
+                    epochs=config.pretrain_epochs,
+                    seed=seed,
+                    device="cpu",
+                )
             )
-        )
         log(f"seed {seed}: SimCLR done after {time.perf_counter() - started:.0f} s")
         for name, score in _probes(simclr, seed, train, test).items():
             rows.setdefault(f"probe {name}", []).append(score)

@@ -100,9 +100,11 @@ def run(config: DigitsRecipesConfig, log=print) -> dict[tuple[float, str, str], 
                         _score(scores, (sigma, name, stage), results_path(work, stem, config))
             continue
         started = time.perf_counter()
-        simclr = pretrain(PretrainConfig(dataset="digits", out=str(work / f"simclr-seed{seed}.pt"),
-                                         epochs=config.pretrain_epochs, seed=seed,
-                                         device=config.device))
+        simclr = work / f"simclr-seed{seed}.pt"
+        if not simclr.exists():  # a finished run is never overwritten
+            pretrain(PretrainConfig(dataset="digits", out=str(simclr),
+                                    epochs=config.pretrain_epochs, seed=seed,
+                                    device=config.device))
         log(f"seed {seed}: SimCLR ready after {time.perf_counter() - started:.0f} s")
         for sigma in config.sigmas:
             for name in config.recipes:
