@@ -1,4 +1,4 @@
-"""The shipped default models: names, metadata, size, and accuracy on the digits test split."""
+"""The shipped models: names, metadata, size, and accuracy on the digits test split."""
 
 from __future__ import annotations
 
@@ -10,10 +10,30 @@ from encoders.checkpoint import PRETRAINED_DIR
 from encoders.data import load_dataset
 
 SHIPPED_SIGMAS = (0.12, 0.25, 0.50, 1.00)
+# The CIFAR-10 classifiers of docs/cifar10.md, shipped as each finishes training.
+CIFAR10_MODELS = ("cifar10-cohen-sigma0.25", "cifar10-rush-sigma0.25",
+                  "cifar10-rush-consistency-sigma0.25")
 
 
-def test_list_pretrained_names_the_four_digits_models():
-    assert encoders.list_pretrained() == [f"digits-sigma{s:.2f}" for s in SHIPPED_SIGMAS]
+def test_list_pretrained_names_the_four_digits_models_and_the_cifar10_ones():
+    names = encoders.list_pretrained()
+    assert names == sorted(names)
+    assert [name for name in names if name.startswith("digits")] == [
+        f"digits-sigma{s:.2f}" for s in SHIPPED_SIGMAS]
+    assert set(names) - {f"digits-sigma{s:.2f}" for s in SHIPPED_SIGMAS} <= set(CIFAR10_MODELS)
+
+
+@pytest.mark.parametrize("name", CIFAR10_MODELS)
+def test_shipped_cifar10_model_is_a_small_resnet20_of_its_sigma(name):
+    if name not in encoders.list_pretrained():
+        pytest.skip(f"{name} is not shipped yet")
+    assert (PRETRAINED_DIR / f"{name}.pt").stat().st_size < 1_000_000
+    metadata = encoders.read_metadata(name)
+    assert (metadata["dataset"], metadata["architecture"], metadata["input_shape"]) == (
+        "cifar10-jpeg", "cifar_resnet20", [3, 32, 32])
+    assert metadata["sigma"] == pytest.approx(0.25)
+    model = encoders.load_classifier(name)
+    assert not model.training and model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("sigma", SHIPPED_SIGMAS)
