@@ -1,9 +1,8 @@
 """Faults and hostile input: never a certificate for a broken model, never a lost results file,
 one line and exit status 2 (130 for Ctrl-C) for every user error.
 
-Each test names the cause it covers (issue 11, causes 1 to 12); the library's and the data's
-own faults are tested in tests/encoders/test_checkpoint_faults.py, test_data_faults.py and
-test_training_faults.py.
+The library's and the data's own faults are tested in tests/encoders/test_checkpoint_faults.py,
+test_data_faults.py and test_training_faults.py.
 """
 
 from __future__ import annotations
@@ -129,7 +128,7 @@ def flip_a_weight_byte(checkpoint: Path, damaged: Path) -> None:
     damaged.write_bytes(bytes(data))
 
 
-# Cause 1: non-finite logits gave certificates.
+# Non-finite logits gave certificates.
 
 class NonFiniteAfter(torch.nn.Module):
     """Ten-class logits voting for class 3, with logit 5 set to ``value`` from call ``first`` on."""
@@ -149,7 +148,7 @@ class NonFiniteAfter(torch.nn.Module):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("first", [0, 2])
-def test_cause1_non_finite_logits_are_a_value_error(value, first) -> None:
+def test_non_finite_logits_are_a_value_error(value, first) -> None:
     x = torch.rand(1, 8, 8)
     calls = [
         lambda model: certify(model, x, 0.25, 100, 500, 0.001, 100),
@@ -164,7 +163,7 @@ def test_cause1_non_finite_logits_are_a_value_error(value, first) -> None:
 
 @pytest.mark.parametrize("scale", [float("nan"), 1e38])  # NaN weights; finite weights, inf logits
 @pytest.mark.parametrize("entry", [main, predict_main])
-def test_cause1_commands_refuse_a_model_with_non_finite_output(tmp_path, capsys, scale,
+def test_commands_refuse_a_model_with_non_finite_output(tmp_path, capsys, scale,
                                                                entry) -> None:
     model = save_classifier(tmp_path / "broken.pt", scale=scale)
     out = tmp_path / "run.tsv"
@@ -176,13 +175,13 @@ def test_cause1_commands_refuse_a_model_with_non_finite_output(tmp_path, capsys,
     assert not out.exists() or len(read_rows(out)) == 0
 
 
-# Cause 2 (commands): a checkpoint with flipped bytes in its weights; cause 3: a model whose
-# input shape or number of classes is not the data's. "The audit, attack and certify commands
+# A checkpoint with flipped bytes in its weights; a model whose input shape or number of classes
+# is not the data's. "The audit, attack and certify commands
 # refuse foreign or damaged inputs with one line naming the file and what is wrong."
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("fault", ["flipped-byte", "mnist", "cifar10", "classes"])
-def test_cause2_cause3_commands_refuse_damaged_or_foreign_models(checkpoint, tmp_path, capsys,
+def test_commands_refuse_damaged_or_foreign_models(checkpoint, tmp_path, capsys,
                                                                  command, fault) -> None:
     entry, make_arguments = COMMANDS[command]
     model, extra = tmp_path / "model.pt", []
@@ -208,10 +207,10 @@ def test_cause2_cause3_commands_refuse_damaged_or_foreign_models(checkpoint, tmp
     assert not out.exists()
 
 
-# Cause 4: certify-audit accepted certificates made on another split, model or data set.
+# Certify-audit accepted certificates made on another split, model or data set.
 
 @pytest.mark.parametrize("change", ["split", "model", "predict"])
-def test_cause4_audit_refuses_certificates_of_other_settings(checkpoint, tmp_path, capsys,
+def test_audit_refuses_certificates_of_other_settings(checkpoint, tmp_path, capsys,
                                                              change) -> None:
     certificates = tmp_path / "certificates.tsv"
     certify_argv = arguments(checkpoint, certificates, "--max", "100")
@@ -234,9 +233,9 @@ def test_cause4_audit_refuses_certificates_of_other_settings(checkpoint, tmp_pat
     assert not out.exists()
 
 
-# Cause 5: a shard marker left by an earlier run made certify-merge join a part lacking rows.
+# A shard marker left by an earlier run made certify-merge join a part lacking rows.
 
-def test_cause5_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint, tmp_path,
+def test_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint, tmp_path,
                                                                      capsys, monkeypatch) -> None:
     import certify.run_modes as modes
 
@@ -262,7 +261,7 @@ def test_cause5_overwrite_clears_the_shard_marker_of_the_earlier_run(checkpoint,
     assert not out.exists()
 
 
-def test_cause5_merge_joins_exactly_the_selected_images(checkpoint, tmp_path, capsys) -> None:
+def test_merge_joins_exactly_the_selected_images(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "run.tsv"
     for shard in ("0/2", "1/2"):
         assert main(arguments(checkpoint, out, "--max", "200", "--shard", shard)) == 0
@@ -279,9 +278,9 @@ def test_cause5_merge_joins_exactly_the_selected_images(checkpoint, tmp_path, ca
     assert not out.exists()
 
 
-# Cause 6: certify --out r.png --plot drew the figure over the results file.
+# certify --out r.png --plot drew the figure over the results file.
 
-def test_cause6_the_figure_never_replaces_the_results_file(checkpoint, tmp_path, capsys) -> None:
+def test_the_figure_never_replaces_the_results_file(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "r.png"
     assert main(arguments(checkpoint, out, "--max", "100", "--plot")) == 0
     assert out.read_text().splitlines()[0].split("\t") == list(CERTIFY_COLUMNS)
@@ -291,7 +290,7 @@ def test_cause6_the_figure_never_replaces_the_results_file(checkpoint, tmp_path,
     assert str(figures[0]) in capsys.readouterr().out
 
 
-# Cause 7: two runs on one --out interleaved their rows, and reruns then failed forever.
+# Two runs on one --out interleaved their rows, and reruns then failed forever.
 
 HOLD_LOCK = """
 import sys, time
@@ -302,7 +301,7 @@ with ResultsFile(sys.argv[1], ("idx", "label"), {"holder": True}):
 """
 
 
-def test_cause7_a_second_run_on_the_same_out_exits_2_naming_the_first(checkpoint, tmp_path,
+def test_a_second_run_on_the_same_out_exits_2_naming_the_first(checkpoint, tmp_path,
                                                                       capsys) -> None:
     out = tmp_path / "run.tsv"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=REPO,
@@ -322,7 +321,7 @@ def test_cause7_a_second_run_on_the_same_out_exits_2_naming_the_first(checkpoint
     assert len(read_rows(out)) == 3
 
 
-def test_cause7_the_lock_is_held_within_one_process_too(tmp_path) -> None:
+def test_the_lock_is_held_within_one_process_too(tmp_path) -> None:
     path = tmp_path / "run.tsv"
     with ResultsFile(path, ("idx", "label"), {"a": 1}):
         with pytest.raises(ValueError, match=f"in use.*pid {os.getpid()}"):
@@ -331,7 +330,7 @@ def test_cause7_the_lock_is_held_within_one_process_too(tmp_path) -> None:
         assert results.done == set()
 
 
-def test_cause7_a_rerun_repairs_duplicated_and_invalid_rows(checkpoint, tmp_path,
+def test_a_rerun_repairs_duplicated_and_invalid_rows(checkpoint, tmp_path,
                                                             capsys) -> None:
     reference, out = tmp_path / "reference.tsv", tmp_path / "run.tsv"
     assert main(arguments(checkpoint, reference, "--max", "200")) == 0
@@ -347,7 +346,7 @@ def test_cause7_a_rerun_repairs_duplicated_and_invalid_rows(checkpoint, tmp_path
     assert "repaired" in capsys.readouterr().err
 
 
-def test_cause7_repair_keeps_one_row_per_key(tmp_path) -> None:
+def test_repair_keeps_one_row_per_key(tmp_path) -> None:
     path = tmp_path / "attack.tsv"
     columns, key = ("idx", "attack", "correct"), ("idx", "attack")
     with ResultsFile(path, columns, {"a": 1}, key=key) as results:
@@ -361,9 +360,9 @@ def test_cause7_repair_keeps_one_row_per_key(tmp_path) -> None:
     assert path.read_text() == text
 
 
-# Cause 8: --overwrite replaced anything at --out, FIFOs and devices included.
+# --overwrite replaced anything at --out, FIFOs and devices included.
 
-def test_cause8_what_is_not_a_regular_file_is_never_replaced(checkpoint, tmp_path,
+def test_what_is_not_a_regular_file_is_never_replaced(checkpoint, tmp_path,
                                                              capsys) -> None:
     fifo = tmp_path / "fifo.tsv"
     os.mkfifo(fifo)
@@ -378,9 +377,9 @@ def test_cause8_what_is_not_a_regular_file_is_never_replaced(checkpoint, tmp_pat
     assert "folder" in one_line_error(capsys) and folder.is_dir()
 
 
-# Cause 9: a training command whose --out cannot be written trained first, then lost the weights.
+# A training command whose --out cannot be written trained first, then lost the weights.
 
-def test_cause9_training_checks_its_out_before_training(tmp_path, capsys, monkeypatch) -> None:
+def test_training_checks_its_out_before_training(tmp_path, capsys, monkeypatch) -> None:
     import encoders.finetune
 
     def no_training(*args, **kwargs):
@@ -394,10 +393,10 @@ def test_cause9_training_checks_its_out_before_training(tmp_path, capsys, monkey
     assert str(tmp_path / "file") in error and "not a folder" in error
 
 
-# Cause 10: tracebacks where one line is owed.
+# Tracebacks where one line is owed.
 
 @pytest.mark.parametrize("fault", ["two-bytes", "empty-input-shape"])
-def test_cause10_malformed_checkpoints_are_one_line(tmp_path, capsys, fault) -> None:
+def test_malformed_checkpoints_are_one_line(tmp_path, capsys, fault) -> None:
     model = tmp_path / "model.pt"
     if fault == "two-bytes":
         model.write_bytes(b"q\xff")
@@ -424,7 +423,7 @@ def sharded_run(checkpoint: Path, out: Path) -> None:
      ("settings", "garbage"), ("settings", "[]"), ("settings", '{"sigma": 0.25}'),
      ("part", "")],
 )
-def test_cause10_malformed_shard_markers_and_parts_are_one_line(checkpoint, tmp_path, capsys,
+def test_malformed_shard_markers_and_parts_are_one_line(checkpoint, tmp_path, capsys,
                                                                 file, text) -> None:
     out = tmp_path / "run.tsv"
     sharded_run(checkpoint, out)
@@ -438,7 +437,7 @@ def test_cause10_malformed_shard_markers_and_parts_are_one_line(checkpoint, tmp_
     assert not out.exists()
 
 
-def test_cause10_settings_without_batch_are_one_line(checkpoint, tmp_path, capsys) -> None:
+def test_settings_without_batch_are_one_line(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "run.tsv"
     assert main(arguments(checkpoint, out, "--max", "100")) == 0
     recorded = json.loads(settings_path(out).read_text())
@@ -461,7 +460,7 @@ def test_cause10_settings_without_batch_are_one_line(checkpoint, tmp_path, capsy
         (plot_main, ["RESULTS", "--out", "OUT.png", "--dpi", "100000"], ["--dpi", "100000"]),
     ],
 )
-def test_cause10_out_of_range_flags_are_one_line(checkpoint, tmp_path, capsys, entry, argv,
+def test_out_of_range_flags_are_one_line(checkpoint, tmp_path, capsys, entry, argv,
                                                  words) -> None:
     results = tmp_path / "run.tsv"
     assert main(arguments(checkpoint, results, "--max", "50")) == 0
@@ -502,7 +501,7 @@ def console_scripts() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("entry", sorted(console_scripts()))
-def test_cause10_ctrl_c_during_start_up_is_one_line_and_130(entry) -> None:
+def test_ctrl_c_during_start_up_is_one_line_and_130(entry) -> None:
     assert console_scripts()[entry] == f"certify.cli.startup:{entry.replace('-', '_')}"
     interrupted = subprocess.run(
         [sys.executable, "-c", INTERRUPTED_START.replace("ENTRY", repr(entry))], cwd=REPO,
@@ -533,7 +532,7 @@ def test_importing_every_command_changes_no_signal_handler() -> None:
     assert int(count) >= 10 and changed.strip() == "[]", imported.stdout
 
 
-def test_cause10_ctrl_c_while_python_m_certify_starts_is_one_line_and_130(tmp_path) -> None:
+def test_ctrl_c_while_python_m_certify_starts_is_one_line_and_130(tmp_path) -> None:
     started = subprocess.Popen([sys.executable, "-m", "certify", "--sigma", "0.25", "--device",
                                 "cpu", "--out", str(tmp_path / "run.tsv")], cwd=REPO,
                                stderr=subprocess.PIPE, text=True)
@@ -545,13 +544,13 @@ def test_cause10_ctrl_c_while_python_m_certify_starts_is_one_line_and_130(tmp_pa
     assert len(lines) == 1 and "interrupted" in lines[0], lines
 
 
-# Cause 11: --n 1000000000000 allocated every vote at once.
+# --n 1000000000000 allocated every vote at once.
 
 class StopSampling(Exception):
     pass
 
 
-def test_cause11_memory_does_not_grow_with_n(tiny_cnn) -> None:
+def test_memory_does_not_grow_with_n(tiny_cnn) -> None:
     calls = []
 
     def forward_then_stop(batch: torch.Tensor) -> torch.Tensor:
@@ -567,7 +566,7 @@ def test_cause11_memory_does_not_grow_with_n(tiny_cnn) -> None:
     assert calls == [100, 100, 100]
 
 
-def test_cause11_counts_are_the_votes_of_every_sample(tiny_cnn) -> None:
+def test_counts_are_the_votes_of_every_sample(tiny_cnn) -> None:
     x = torch.rand(1, 8, 8)
     generator = torch.Generator().manual_seed(5)
     counts = sample_counts(tiny_cnn, x, 0.5, 1234, 100, torch.Generator().manual_seed(5))
@@ -579,7 +578,7 @@ def test_cause11_counts_are_the_votes_of_every_sample(tiny_cnn) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cause11_no_host_synchronisation_per_batch(tiny_cnn) -> None:
+def test_no_host_synchronisation_per_batch(tiny_cnn) -> None:
     model, x = tiny_cnn.cuda(), torch.rand(1, 8, 8, device="cuda")
 
     def synchronisations(num: int) -> int:
@@ -596,7 +595,7 @@ def test_cause11_no_host_synchronisation_per_batch(tiny_cnn) -> None:
     assert synchronisations(2_000) == synchronisations(200)  # 20 batches sync as often as 2
 
 
-# Cause 12: messages that did not say what is wrong.
+# Messages that did not say what is wrong.
 
 @pytest.mark.parametrize(
     ("change", "words"),
@@ -606,7 +605,7 @@ def test_cause11_no_host_synchronisation_per_batch(tiny_cnn) -> None:
         (("--out", "FILE/run.tsv"), ["FILE", "is a file, not a folder"]),
     ],
 )
-def test_cause12_messages_say_what_is_wrong(checkpoint, tmp_path, capsys, change, words) -> None:
+def test_messages_say_what_is_wrong(checkpoint, tmp_path, capsys, change, words) -> None:
     (tmp_path / "file").write_text("x")
     flag, value = change
     value = value.replace("FILE", str(tmp_path / "file"))
@@ -623,7 +622,7 @@ def test_cause12_messages_say_what_is_wrong(checkpoint, tmp_path, capsys, change
         assert word in error
 
 
-def test_cause12_an_unreadable_settings_file_is_named(checkpoint, tmp_path, capsys) -> None:
+def test_an_unreadable_settings_file_is_named(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "run.tsv"
     assert main(arguments(checkpoint, out, "--max", "50")) == 0
     settings_path(out).write_text("{not json")

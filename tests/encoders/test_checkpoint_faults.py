@@ -1,4 +1,4 @@
-"""Damaged and malformed checkpoints (issue 11, causes 2 and 10): a digest of the content,
+"""Damaged and malformed checkpoints: a digest of the content,
 recorded when saving and verified when loading, and one-line errors for malformed files."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def saved(tmp_path: Path) -> Path:
     return path
 
 
-def test_cause2_a_checkpoint_records_the_digest_of_its_content(saved) -> None:
+def test_a_checkpoint_records_the_digest_of_its_content(saved) -> None:
     from encoders.checkpoint import DIGEST_KEY, content_digest
 
     payload = torch.load(saved, weights_only=True)
@@ -48,7 +48,7 @@ def test_cause2_a_checkpoint_records_the_digest_of_its_content(saved) -> None:
 
 @pytest.mark.parametrize("tensor", ["head.weight", "encoder.0.weight"])
 @pytest.mark.parametrize("bit", [0, 3, 7])
-def test_cause2_flipped_bits_in_the_weights_are_reported_damaged(saved, tmp_path, tensor,
+def test_flipped_bits_in_the_weights_are_reported_damaged(saved, tmp_path, tensor,
                                                                  bit) -> None:
     weights = torch.load(saved, weights_only=True)["state_dict"][tensor]
     data = bytearray(saved.read_bytes())
@@ -63,7 +63,7 @@ def test_cause2_flipped_bits_in_the_weights_are_reported_damaged(saved, tmp_path
 
 
 @pytest.mark.parametrize("change", ["sigma", "training_state", "digest", "new-entry"])
-def test_cause2_content_changed_under_the_recorded_digest_is_damaged(saved, change) -> None:
+def test_content_changed_under_the_recorded_digest_is_damaged(saved, change) -> None:
     from encoders.checkpoint import DIGEST_KEY
 
     payload = torch.load(saved, weights_only=True)
@@ -80,7 +80,7 @@ def test_cause2_content_changed_under_the_recorded_digest_is_damaged(saved, chan
         load_checkpoint(saved, kind=None)
 
 
-def test_cause2_checkpoints_that_predate_the_digest_still_load(saved) -> None:
+def test_checkpoints_that_predate_the_digest_still_load(saved) -> None:
     torch.save(_without_digest(torch.load(saved, weights_only=True)), saved)
     assert load_checkpoint(saved)["metadata"]["sigma"] == 0.25
     for name in encoders.list_pretrained():
@@ -132,7 +132,7 @@ def test_flipped_bits_in_a_zip_file_without_a_digest_fail_its_crc(saved, tmp_pat
 
 
 @pytest.mark.parametrize("content", [b"q\xff", b"Nr", b"PK", b"\x80\x02", b""])
-def test_cause10_tiny_files_are_one_line_checkpoint_errors(tmp_path, content) -> None:
+def test_tiny_files_are_one_line_checkpoint_errors(tmp_path, content) -> None:
     path = tmp_path / "tiny.pt"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="damaged or not a torch file") as raised:
@@ -146,7 +146,7 @@ def test_cause10_tiny_files_are_one_line_checkpoint_errors(tmp_path, content) ->
      ("input_shape", [1, "8", 8]), ("input_shape", [1, 8.0, 8]), ("input_shape", [1, True, 8]),
      ("num_classes", 1), ("num_classes", 0), ("num_classes", -3)],
 )
-def test_cause10_malformed_metadata_is_refused_naming_the_file(saved, key, value) -> None:
+def test_malformed_metadata_is_refused_naming_the_file(saved, key, value) -> None:
     payload = torch.load(saved, weights_only=True)
     payload["metadata"][key] = value
     torch.save(_without_digest(payload), saved)  # or the digest would call it damaged first

@@ -1,4 +1,4 @@
-"""CIFAR batch files that unpickle to something else than a batch (issue 11, cause 10)."""
+"""CIFAR batch files that unpickle to something else than a batch."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from encoders.data import DatasetError, load_dataset
     ids=["array", "list", "no-labels", "labels-not-a-list", "labels-not-ints", "data-too-small",
          "fewer-labels"],
 )
-def test_cause10_a_cifar_batch_of_another_shape_is_a_dataset_error(tmp_path, entry) -> None:
+def test_a_cifar_batch_of_another_shape_is_a_dataset_error(tmp_path, entry) -> None:
     write_cifar(tmp_path, "cifar10", per_file=2)
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(pickle.dumps(entry, protocol=2))

@@ -52,7 +52,7 @@ def test_shipped_model_loads_with_its_metadata_and_is_small(sigma):
 
 
 def test_sigma_025_model_is_accurate_on_noisy_digits():
-    # Issue 3 target: >= 96% on noisy test images at sigma=0.25 (mean over draws). Here one draw
+    # The target: >= 96% on noisy test images at sigma=0.25 (mean over draws). Here one draw
     # of noise on 360 images; the binomial sd of one draw at p=0.96 is sqrt(.96*.04/360) = 1.0 pt,
     # so the floor of 93% is 3 sd under the target; clean accuracy must be at least as high.
     model = encoders.load_classifier("digits-sigma0.25")

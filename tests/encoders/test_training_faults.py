@@ -1,5 +1,5 @@
-"""Training faults (issue 11): a run that diverges stops at its first non-finite loss and writes
-nothing (cause 1); an output path that cannot be written is refused before training (cause 9)."""
+"""Training faults: a run that diverges stops at its first non-finite loss and writes
+nothing; an output path that cannot be written is refused before training."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from encoders.pretrain import PretrainConfig, pretrain
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_cause1_a_non_finite_loss_stops_training(value) -> None:
+def test_a_non_finite_loss_stops_training(value) -> None:
     from encoders.training import check_finite_loss
 
     check_finite_loss(torch.tensor(2.3), epoch=0, step=0)
@@ -23,7 +23,7 @@ def test_cause1_a_non_finite_loss_stops_training(value) -> None:
         check_finite_loss(torch.tensor(value), epoch=1, step=4)
 
 
-def test_cause1_non_finite_weights_are_never_saved() -> None:
+def test_non_finite_weights_are_never_saved() -> None:
     from encoders.training import check_finite_weights
 
     model = torch.nn.BatchNorm2d(3)
@@ -34,7 +34,7 @@ def test_cause1_non_finite_weights_are_never_saved() -> None:
 
 
 @pytest.mark.parametrize("stage", ["finetune", "pretrain"])
-def test_cause1_training_with_an_infinite_learning_rate_writes_nothing(tmp_path, stage) -> None:
+def test_training_with_an_infinite_learning_rate_writes_nothing(tmp_path, stage) -> None:
     out = tmp_path / "model.pt"
     if stage == "finetune":
         config = FinetuneConfig(sigma=0.25, out=str(out), epochs=1, batch_size=512,
@@ -51,7 +51,7 @@ def test_cause1_training_with_an_infinite_learning_rate_writes_nothing(tmp_path,
 
 @pytest.mark.parametrize("stage", ["finetune", "pretrain"])
 @pytest.mark.parametrize("out", ["", "FILE/model.pt", "FILE/deeper/model.pt", "FOLDER"])
-def test_cause9_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, stage,
+def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, stage,
                                                              out) -> None:
     def no_training(*args, **kwargs):
         raise AssertionError("the data were loaded before out was checked")
@@ -70,7 +70,7 @@ def test_cause9_an_unwritable_out_is_refused_before_training(tmp_path, monkeypat
     assert (tmp_path / "file").read_text() == "x"
 
 
-def test_cause9_a_writable_out_passes(tmp_path) -> None:
+def test_a_writable_out_passes(tmp_path) -> None:
     from encoders.training import check_output_path
 
     check_output_path(str(tmp_path / "new" / "folders" / "model.pt"))
