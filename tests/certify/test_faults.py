@@ -207,7 +207,7 @@ def test_commands_refuse_damaged_or_foreign_models(checkpoint, tmp_path, capsys,
     assert not out.exists()
 
 
-# Certify-audit accepted certificates made on another split, model or data set.
+# certify-audit accepted certificates made on another split, model or data set.
 
 @pytest.mark.parametrize("change", ["split", "model", "predict"])
 def test_audit_refuses_certificates_of_other_settings(checkpoint, tmp_path, capsys,
