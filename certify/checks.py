@@ -1,7 +1,9 @@
 """Argument checks of the library: each raises ValueError naming the argument and its range.
 
 Every public function of certify/ validates its arguments through these, so a bad value is
-refused in one way everywhere: ``ValueError("<name> must be ..., got <value>")``.
+refused in one way everywhere: ``ValueError("<name> must be ..., got <value>")``. A message that
+names another argument, as advice, puts it in backquotes (``pass `overwrite` to replace it``): the
+commands print the flag that sets it instead (``--overwrite``).
 """
 
 from __future__ import annotations

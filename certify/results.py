@@ -217,7 +217,7 @@ class ResultsFile:
         except LockHeldError as error:
             raise ResultsLockedError(
                 f"{self.path} is in use by another run ({error.holder}); wait for it to finish "
-                "or choose another --out"
+                "or choose another `out`"
             ) from None
         try:
             if self.path.exists() and not overwrite:
@@ -240,8 +240,8 @@ class ResultsFile:
             recorded = read_settings(self.path)
         except ResultsConflictError as error:
             raise ResultsConflictError(
-                f"{self.path} exists but {error}; pass --overwrite to replace it or choose "
-                "another --out"
+                f"{self.path} exists but {error}; pass `overwrite` to replace it or choose "
+                "another `out`"
             ) from None
         recorded.pop(OUTPUTS_KEY, None)
         if recorded != self.settings:
@@ -251,7 +251,7 @@ class ResultsFile:
             )
             raise ResultsConflictError(
                 f"{self.path} was made by a different command (differs in {', '.join(changed)}); "
-                "pass --overwrite to replace it or choose another --out"
+                "pass `overwrite` to replace it or choose another `out`"
             )
         with open(self.path, "rb") as handle:
             data = handle.read()
@@ -260,7 +260,7 @@ class ResultsFile:
         if tuple(header) != self.columns:
             raise ResultsConflictError(
                 f"{self.path} has columns {header}, expected {list(self.columns)}; "
-                "pass --overwrite to replace it or choose another --out"
+                "pass `overwrite` to replace it or choose another `out`"
             )
         # Complete rows end in a newline; anything after the last newline is a torn row.
         kept, keys = [], set()

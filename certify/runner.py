@@ -170,13 +170,13 @@ def choose_batch(spec: RunSpec) -> int:
             recorded = read_settings(spec.out).get("batch")
         except ResultsConflictError as error:
             raise ResultsConflictError(
-                f"{spec.out} exists but {error}; pass --overwrite to replace it or choose "
-                "another --out") from None
+                f"{spec.out} exists but {error}; pass `overwrite` to replace it or choose "
+                "another `out`") from None
         if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
             return recorded
         raise ResultsConflictError(
-            f"{settings_path(spec.out)} records no batch size (got {recorded!r}): name the batch "
-            "size, or overwrite the file to start afresh")
+            f"{settings_path(spec.out)} records no batch size (got {recorded!r}): pass `batch`, "
+            "or `overwrite` to start afresh")
     if spec.shard[1] > 1:
         return SHARDED_BATCH
     return fastest_batch_size(spec.model, tuple(spec.dataset[0][0].shape))

@@ -286,7 +286,7 @@ def _torch_load(path: Path) -> Any:
             f"refused {path}: it holds arbitrary pickled objects such as {name}, not just "
             "tensors and plain data, and loading them could run code, so it was not loaded; "
             "for a whole pickled model, re-save its weights (torch.save(model.state_dict(), "
-            "path)) and name the function that builds the network with --model-factory"
+            "path)) and name the function that builds the network with `factory`"
         ) from error
     except Exception as error:  # the unpickler raises many kinds of error on malformed bytes
         raise CheckpointError(

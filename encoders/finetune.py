@@ -142,10 +142,10 @@ def _check(config: FinetuneConfig) -> None:
         raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
     if config.encoder is not None and config.architecture is not None:
         raise ValueError(
-            "--arch applies to the baseline only; the --encoder checkpoint fixes the architecture"
+            "`architecture` applies to the baseline only; the `encoder` checkpoint fixes it"
         )
     if config.mode == "linear" and config.encoder is None:
-        raise ValueError("mode 'linear' needs --encoder (a SimCLR checkpoint) to freeze")
+        raise ValueError("mode 'linear' needs `encoder` (a SimCLR checkpoint) to freeze")
     if config.epochs < 1 or config.batch_size < 2 or not config.lr > 0 or config.weight_decay < 0:
         raise ValueError("epochs must be >= 1, batch_size >= 2, lr > 0 and weight_decay >= 0")
     if config.schedule not in SCHEDULES or config.augment not in AUGMENTATIONS:
@@ -177,7 +177,7 @@ def _initial_model(
     metadata = pretrained["metadata"]
     if metadata["dataset"] != config.dataset or metadata["input_shape"] != train.input_shape:
         raise ValueError(
-            f"--encoder was pre-trained on {metadata['dataset']!r} {metadata['input_shape']}, "
+            f"`encoder` was pre-trained on {metadata['dataset']!r} {metadata['input_shape']}, "
             f"not {config.dataset!r} {train.input_shape}"
         )
     channels = train.input_shape[0]
@@ -196,9 +196,9 @@ def _initial_model(
     try:
         missing, _ = model.load_state_dict(encoder_state, strict=False)
     except RuntimeError as error:
-        raise CheckpointError(f"--encoder weights do not fit ({one_line(error)})") from error
+        raise CheckpointError(f"`encoder` weights do not fit ({one_line(error)})") from error
     if any(not key.startswith("head.") for key in missing):
-        raise CheckpointError(f"--encoder lacks weights such as {missing[0]}")
+        raise CheckpointError(f"`encoder` lacks weights such as {missing[0]}")
     return model, metadata["recipe"], metadata["architecture"]
 
 

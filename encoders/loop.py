@@ -140,7 +140,7 @@ def check_not_written(out: str | os.PathLike) -> None:
             f"{path} holds an unfinished run (epoch {done[0]} of {done[1]}) saved where finished "
             f"runs go; rename it to {partial_path(path)} and rerun the same command to resume it"
         )
-    raise ValueError(f"{path} exists; remove it or choose another --out (nothing is overwritten)")
+    raise ValueError(f"{path} exists; remove it or choose another `out` (nothing is overwritten)")
 
 
 def _unfinished(path: Path) -> tuple[int, int] | None:
@@ -277,7 +277,7 @@ def _resume(
         return 0, []
     payload = load_checkpoint(path, kind=kind)
     if payload["metadata"]["recipe"] != metadata["recipe"]:
-        raise CheckpointError(f"{path} holds a run of another recipe; remove it or choose --out")
+        raise CheckpointError(f"{path} holds a run of another recipe; remove it or choose another `out`")
     try:
         model.load_state_dict(float32_state(payload["state_dict"]))
         state = payload["training_state"]

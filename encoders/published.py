@@ -201,7 +201,7 @@ def load_cohen(
     if arch not in ARCHITECTURES:
         raise CheckpointError(
             f"{path}: arch {arch!r} is not one we rebuild ({', '.join(ARCHITECTURES)}); load its "
-            "state dict with --model-factory (factory=) naming the function that builds the "
+            "state dict with `factory` naming the function that builds the "
             "network (the normalisation layer's '1.' prefix on its keys is dropped)"
         )
     state_dict = payload["state_dict"]

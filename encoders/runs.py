@@ -163,7 +163,7 @@ def load_run(source: RunSource, sigma: float) -> LoadedRun:
     dataset_name = source.dataset or metadata.get("dataset")
     if dataset_name is None:
         raise ValueError(f"{name} does not record the data set it was trained on: "
-                         "name it with --dataset")
+                         "name it with `dataset`")
     dataset = load_dataset(dataset_name, source.split, source.data_root, resize=source.resize,
                            crop=source.crop)
     model = ReportingModel(model, str(name)).to(device).eval()
@@ -196,7 +196,7 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
     data_classes = getattr(dataset, "num_classes", None)
     mean = metadata.get("mean")
     if isinstance(mean, list) and data_shape is not None and len(mean) != data_shape[0]:
-        raise ValueError(f"{source} normalises {len(mean)} channels (--normalize or its first "
+        raise ValueError(f"{source} normalises {len(mean)} channels (`normalize` or its first "
                         f"layer), but the {data_name} images have {data_shape[0]}; give one "
                         "value per channel")
     names, data_names = metadata.get("classes"), getattr(dataset, "classes", None)
@@ -206,7 +206,7 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
                         f"{', '.join(data_names)}; its labels would name other classes")
     if shape is not None and data_shape is not None and list(shape) != list(data_shape):
         raise ValueError(f"{source} takes images of shape {tuple(shape)}, but the {data_name} "
-                        f"images are {tuple(data_shape)}; pass the --dataset it was trained on")
+                        f"images are {tuple(data_shape)}; pass the `dataset` it was trained on")
     if shape is None or classes is None:  # TorchScript or a factory: ask the model itself
         image = dataset[0][0].unsqueeze(0).to(model_device(model))  # (1, C, H, W)
         try:
@@ -218,7 +218,7 @@ def check_model_fits_data(model: torch.nn.Module, metadata: dict[str, Any], sour
         classes = logits.shape[1]
     if classes is not None and data_classes is not None and classes != data_classes:
         raise ValueError(f"{source} has {classes} classes, but {data_name} has {data_classes}; "
-                        "pass the --dataset it was trained on")
+                        "pass the `dataset` it was trained on")
 
 
 def check_model_gradients(model: torch.nn.Module, dataset: Any, source: Any,

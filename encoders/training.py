@@ -105,7 +105,7 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
     except LockHeldError as error:
         raise ValueError(
             f"out {path} is in use by another training run ({error.holder}); wait for it to "
-            "finish or choose another --out"
+            "finish or choose another `out`"
         ) from None
     try:
         yield

@@ -74,7 +74,7 @@ def run_command(
         return body(args)
     except (UserError, ValueError, OSError) as error:
         _debug_traceback()
-        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        print(f"{prog}: error: {flags_for_arguments(one_line(error), parser)}", file=sys.stderr)
         return USER_ERROR
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
@@ -86,6 +86,27 @@ def run_command(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
+
+
+ARGUMENT_NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+"""How library messages name an argument of the call: ``pass `overwrite` ...``."""
+RENAMED_ARGUMENTS = {"factory": "--model-factory"}
+"""Library arguments whose flag is not named after them (``load_model(factory=...)``)."""
+
+
+def flags_for_arguments(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message as the command says it: each argument it names in backquotes
+    (```out```) becomes the flag that sets it (``--out``, the first long spelling of the option
+    whose ``dest`` is that name), or the bare name where no flag sets it."""
+    flags = {}
+    for action in parser._actions:
+        spellings = [spelling for spelling in action.option_strings if spelling.startswith("--")]
+        if spellings:
+            flags.setdefault(action.dest, spellings[0])
+    for name, flag in RENAMED_ARGUMENTS.items():
+        if flag in parser._option_string_actions:
+            flags.setdefault(name, flag)
+    return ARGUMENT_NAME.sub(lambda match: flags.get(match[1], match[1]), message)
 
 
 MEMORY_FLAGS = ("--batch", "--batch-size", "--attack-batch", "--eot-samples", "--noise-copies",

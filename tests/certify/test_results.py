@@ -56,7 +56,7 @@ def test_other_settings_are_refused_and_the_file_kept(tmp_path, other) -> None:
     with ResultsFile(path, COLUMNS, SETTINGS) as results:
         results.append((0, 3, "a"))
     before = path.read_bytes()
-    with pytest.raises(ResultsConflictError, match="--overwrite"):
+    with pytest.raises(ResultsConflictError, match="`overwrite`"):
         ResultsFile(path, COLUMNS, other)
     with pytest.raises(ResultsConflictError, match="columns"):
         ResultsFile(path, ("idx", "other", "value"), SETTINGS)

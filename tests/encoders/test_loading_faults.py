@@ -59,7 +59,7 @@ def test_a_cohen_format_file_of_another_architecture_loads_with_a_factory(tmp_pa
 def test_an_unknown_arch_names_the_factory_as_the_way_forward(tmp_path):
     path = tmp_path / "checkpoint.pth.tar"
     torch.save({"arch": "small_mnist_net", "state_dict": lenet_state("1.")}, path)
-    with pytest.raises(CheckpointError, match="--model-factory"):
+    with pytest.raises(CheckpointError, match="`factory`"):
         encoders.load_model(path)
 
 
@@ -80,7 +80,7 @@ def test_a_whole_pickled_model_is_refused_naming_the_way_forward(tmp_path):
     with pytest.raises(CheckpointError) as raised:
         encoders.load_model(path)
     message = str(raised.value)
-    assert "refused" in message and "state_dict()" in message and "--model-factory" in message
+    assert "refused" in message and "state_dict()" in message and "`factory`" in message
 
 
 @pytest.mark.parametrize("name, sigma", [

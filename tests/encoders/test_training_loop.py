@@ -69,7 +69,7 @@ def test_the_unfinished_run_is_in_partial_and_the_finished_one_in_out(tmp_path, 
 def test_a_finished_run_is_never_overwritten(tmp_path, small_digits, stage):
     out = _train(stage, tmp_path / "model.pt", small_digits)
     before = out.read_bytes()
-    with pytest.raises(ValueError, match="model.pt exists; remove it or choose another --out"):
+    with pytest.raises(ValueError, match="model.pt exists; remove it or choose another `out`"):
         _train(stage, out, small_digits)
     assert out.read_bytes() == before and not loop.partial_path(out).exists()
 
