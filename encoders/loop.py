@@ -277,7 +277,9 @@ def _resume(
         return 0, []
     payload = load_checkpoint(path, kind=kind)
     if payload["metadata"]["recipe"] != metadata["recipe"]:
-        raise CheckpointError(f"{path} holds a run of another recipe; remove it or choose another `out`")
+        raise CheckpointError(
+            f"{path} holds a run of another recipe; remove it or choose another `out`"
+        )
     try:
         model.load_state_dict(float32_state(payload["state_dict"]))
         state = payload["training_state"]

@@ -64,8 +64,9 @@ def test_an_encoder_with_an_architecture_names_both_arguments_then_both_flags(tm
     with pytest.raises(ValueError, match="`architecture` applies to the baseline only; the "
                                          "`encoder` checkpoint fixes it"):
         finetune(config)
-    status = finetune_main(["--dataset", "digits", "--sigma", "0.25", "--out", str(tmp_path / "c.pt"),
-                            "--encoder", "simclr.pt", "--arch", "cifar_resnet20"])
+    status = finetune_main(["--dataset", "digits", "--sigma", "0.25", "--out",
+                            str(tmp_path / "c.pt"), "--encoder", "simclr.pt",
+                            "--arch", "cifar_resnet20"])
     assert status == 2
     assert one_line_error(capsys).endswith(
         "--arch applies to the baseline only; the --encoder checkpoint fixes it")
