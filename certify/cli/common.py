@@ -98,7 +98,7 @@ def flags_for_arguments(message: str, parser: argparse.ArgumentParser) -> str:
     """A library message as the command says it: each argument it names in backquotes
     (```out```) becomes the flag that sets it (``--out``, the first long spelling of the option
     whose ``dest`` is that name), or the bare name where no flag sets it."""
-    flags = {}
+    flags: dict[str, str] = {}
     for action in parser._actions:
         spellings = [spelling for spelling in action.option_strings if spelling.startswith("--")]
         if spellings:
