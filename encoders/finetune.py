@@ -43,7 +43,7 @@ from encoders.backbones import Classifier, build_classifier, default_architectur
 from encoders.checkpoint import float32_state, load_checkpoint, versions
 from encoders.data import ImageDataset, load_training_split
 from encoders.errors import CheckpointError, one_line
-from encoders.loop import check_not_written, partial_path, run_training
+from encoders.loop import TrainingRun, check_not_written, run_training
 from encoders.recipes import GaussianRecipe, Recipe, check_recipe, recipe_loss
 from encoders.training import (
     Processes,
@@ -75,7 +75,7 @@ datasets.py of locuslab/smoothing)."""
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(TrainingRun):
     """A noise-augmented training run; ``encoder`` None trains the supervised baseline from
     scratch; ``recipe`` is the loss (:mod:`encoders.recipes`, default Gaussian training).
     ``schedule`` "cosine" decays the lr to 0 over the run, "step" multiplies it by
@@ -116,16 +116,6 @@ class FinetuneConfig:
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
         return cls(**{**PRESETS[name], **fields})
-
-    @property
-    def speed(self) -> FastOptions:
-        return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
-                           compile=self.compile)
-
-    @property
-    def partial_path(self) -> Path:
-        """Where the unfinished run is saved after every epoch: ``<out>.partial``."""
-        return partial_path(self.out)
 
 
 def learning_rate(config: FinetuneConfig, epoch: int, step: int, steps: int) -> float:

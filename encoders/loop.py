@@ -116,6 +116,26 @@ class Objective(Protocol):
         ...
 
 
+class TrainingRun:
+    """What the configurations of both objectives derive from their fields alike."""
+
+    out: str
+    bf16: bool
+    channels_last: bool
+    compile: bool
+
+    @property
+    def speed(self) -> FastOptions:
+        """The opt-in speed options of the run (:class:`certify.fast.FastOptions`)."""
+        return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
+                           compile=self.compile)
+
+    @property
+    def partial_path(self) -> Path:
+        """Where the unfinished run is saved after every epoch: ``<out>.partial``."""
+        return partial_path(self.out)
+
+
 def partial_path(out: str | os.PathLike) -> Path:
     """Where an unfinished run whose output is ``out`` is saved after every epoch."""
     return Path(f"{os.fspath(out)}.partial")

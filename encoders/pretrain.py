@@ -36,14 +36,14 @@ from encoders.backbones import ARCHITECTURES, Normalize, build_encoder, default_
 from encoders.checkpoint import CheckpointError, float32_state, load_checkpoint, versions
 from encoders.data import DATASET_NAMES, ImageDataset, load_training_split
 from encoders.errors import one_line
-from encoders.loop import check_not_written, partial_path, run_training
+from encoders.loop import TrainingRun, check_not_written, run_training
 from encoders.simclr import SimCLRModel, nt_xent_loss
 from encoders.training import Processes, channel_stats, check_output_path, cosine_lr
 from encoders.training import make_optimizer as make_optimizer  # its home before encoders.training
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(TrainingRun):
     """A SimCLR pre-training run; ``architecture`` None picks small_cnn for digits, else
     resnet18. ``bf16``, ``channels_last`` and ``compile`` are the opt-in speed options
     (:class:`certify.fast.FastOptions`)."""
@@ -68,16 +68,6 @@ class PretrainConfig:
     @property
     def backbone(self) -> str:
         return self.architecture or default_architecture(self.dataset)
-
-    @property
-    def speed(self) -> FastOptions:
-        return FastOptions(channels_last=self.channels_last, bfloat16=self.bf16,
-                           compile=self.compile)
-
-    @property
-    def partial_path(self) -> Path:
-        """Where the unfinished run is saved after every epoch: ``<out>.partial``."""
-        return partial_path(self.out)
 
     def recipe(self, world_size: int) -> dict:
         """What determines the weights (not where files live, which device runs it, or the
