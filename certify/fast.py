@@ -32,8 +32,6 @@ from certify.sampling import model_device, sample_counts
 
 BATCH_CANDIDATES = (100, 250, 500, 1000, 2000, 5000, 10_000)
 """Batch sizes tried by :func:`fastest_batch_size`."""
-DEFAULT_START = 1000
-""":func:`fastest_batch_size` starts from the candidate nearest this size."""
 GAIN = 1.05
 """:func:`fastest_batch_size` climbs on while the next candidate is this many times faster."""
 MIN_TIMED_SECONDS = 0.1
@@ -119,14 +117,16 @@ def fastest_batch_size(
     the most noise samples a second on the model's device, found in about ``time_budget`` seconds.
 
     What is timed is certification's own work (noise, forward pass, votes), each candidate after
-    one warm-up batch. The search climbs from the middle candidate (1,000 by default): upwards
-    while a larger batch is at least :data:`GAIN` times faster, then, if it never went up,
-    downwards likewise; it stops at a batch that does not fit in GPU memory, or where the next
-    candidate's two batches, at the best rate so far, would end past half the budget. The three
-    fastest candidates tried then run in up to ``rounds`` interleaved passes while a pass ends
-    within the budget, and the median rate decides, so that a passing load on a shared machine
-    does not pick the size. Every timed pass repeats its batch for at least
-    :data:`MIN_TIMED_SECONDS`.
+    one warm-up batch. The search climbs from the smallest candidate while the next larger one
+    is at least :data:`GAIN` times faster: throughput grows with the batch until the device is
+    busy (on a GPU, up to thousands of images) and then stays flat or falls (on a CPU, where
+    large batches spill out of the caches, already past a few hundred), so the climb stops near
+    the knee, having tried no batch much larger than the one it picks. It also stops at a batch
+    that does not fit in GPU memory, or where the next candidate's two batches, at the best rate
+    so far, would end past half the budget. The three fastest candidates tried then run in up
+    to ``rounds`` interleaved passes while a pass ends within the budget, and the median rate
+    decides, so that a passing load on a shared machine does not pick the size. Every timed
+    pass repeats its batch for at least :data:`MIN_TIMED_SECONDS`.
 
     Raises:
         ValueError: if ``candidates`` is empty, ``time_budget`` is not > 0, ``rounds`` < 1, or
@@ -164,27 +164,13 @@ def fastest_batch_size(
             return False
         return True
 
-    def climb(path: list[int]) -> bool:
-        """Try the sizes of ``path`` in turn while each is GAIN times faster than the one
-        before; True if any was."""
-        gained, before = False, path[0]
-        for batch_size in path[1:]:
-            if not try_size(batch_size) or rates[batch_size][0] < GAIN * rates[before][0]:
-                return gained
-            gained, before = True, batch_size
-        return gained
-
     sizes = sorted(set(candidates))
-    middle = min(sizes, key=lambda size: abs(size - DEFAULT_START))
     # sample_counts runs the model in eval mode under inference_mode and restores its mode
-    if not try_size(middle):  # the first try has no budget check: only memory fails it
-        smaller = [size for size in sizes if size < middle]
-        if not smaller:
-            raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
-        return fastest_batch_size(model, input_shape, tuple(smaller), time_budget, rounds)
-    position = sizes.index(middle)
-    if not climb(sizes[position:]):
-        climb(sizes[position::-1])
+    if not try_size(sizes[0]):  # the first try has no budget check: only memory fails it
+        raise ValueError(f"no batch size in {candidates} fits in the memory of {device}")
+    for smaller, batch_size in zip(sizes, sizes[1:]):
+        if not try_size(batch_size) or rates[batch_size][0] < GAIN * rates[smaller][0]:
+            break
     finalists = sorted(rates, key=lambda batch_size: rates[batch_size][0], reverse=True)[:3]
     for _ in range(rounds - 1):
         pass_seconds = sum(batch_size / rates[batch_size][-1] for batch_size in finalists)

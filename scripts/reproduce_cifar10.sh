@@ -96,7 +96,7 @@ for step in $STEPS; do
     case $step in
     simclr)
         [ -f "$SIMCLR" ] || "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" --arch cifar_resnet20 \
-            --epochs "$SIMCLR_EPOCHS" --batch-size 256 --out "$SIMCLR" "${LIMIT[@]}" ;;
+            --epochs "$SIMCLR_EPOCHS" --batch 256 --out "$SIMCLR" "${LIMIT[@]}" ;;
     baseline)
         done_or_shipped baseline || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
             --arch cifar_resnet20 "${NOISE_TRAINING[@]}" --out "${OUT[baseline]}" "${LIMIT[@]}" ;;
@@ -127,11 +127,11 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
     certify)
         for model in $(shipped); do
             "$BIN/certify" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
-                --batch 1000 --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv"
+                --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv"
         done
         if [ -f "$(model_file rush)" ]; then
             "$BIN/certify" --model "$(model_file rush)" "${EVAL[@]}" --skip "$SKIP_LARGE" \
-                --n "$N_LARGE" --batch 1000 --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv"
+                --n "$N_LARGE" --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv"
         fi ;;
     figure)
         files=() labels=()
@@ -147,7 +147,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
     attack)
         for model in $(shipped); do
             "$BIN/certify-attack" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" \
-                --n "$ATTACK_N" --batch 1000 --steps 20 --eot-samples 32 --linf-eps 8/255 --l2-eps 0.25 0.5 1.0 \
+                --n "$ATTACK_N" --steps 20 --eot-samples 32 --linf-eps 8/255 --l2-eps 0.25 0.5 1.0 \
                 --out "$DOCS/results/${SHIPPED[$model]}_attack.tsv"
         done ;;
     claim)
@@ -161,7 +161,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
     audit)
         for model in $(shipped); do
             "$BIN/certify-audit" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
-                --predict-n "$ATTACK_N" --batch 1000 \
+                --predict-n "$ATTACK_N" \
                 --certificates "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" \
                 --out "$DOCS/results/${SHIPPED[$model]}_audit.tsv"
         done ;;

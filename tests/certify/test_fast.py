@@ -79,26 +79,27 @@ def fake_clock(monkeypatch) -> list[float]:
     return clock
 
 
-def test_the_search_climbs_up_from_the_middle_while_larger_batches_pay(fake_clock) -> None:
+def test_the_search_climbs_from_the_smallest_while_larger_batches_pay(fake_clock) -> None:
     # 0.5 s of overhead per batch, then 1 ms an image; past 2000 images it thrashes.
     model = TimedModel(lambda b: 5 * b / 1000 if b > 2000 else 0.5 + b / 1000, fake_clock)
     assert fastest_batch_size(model, (1, 2, 2), time_budget=1000) == 2000
-    assert set(model.sizes) == {1000, 2000, 5000}  # 10,000 and the smaller ones never tried
+    assert set(model.sizes) == {100, 250, 500, 1000, 2000, 5000}  # 10,000 never tried
 
 
-def test_the_search_climbs_down_when_larger_batches_do_not_pay(fake_clock) -> None:
-    # 10 ms an image from 1000 up, faster below down to 250, slow again at 100.
+def test_the_search_stops_at_the_first_larger_batch_that_does_not_pay(fake_clock) -> None:
+    # A CPU's curve: fastest at 250, slower from 500 up as batches spill out of the caches.
     per_image = {100: 0.009, 250: 0.004, 500: 0.006, 1000: 0.01, 2000: 0.01}
     model = TimedModel(lambda b: b * per_image.get(b, 0.01), fake_clock)
     assert fastest_batch_size(model, (1, 2, 2), time_budget=1000) == 250
-    assert 5000 not in model.sizes and 100 in model.sizes
+    assert set(model.sizes) == {100, 250, 500}
 
 
 def test_the_search_keeps_within_the_time_budget(fake_clock) -> None:
-    # Flat throughput, 1 ms an image: 1000 fits in half of 3 s, neither neighbour does.
-    model = TimedModel(lambda b: b / 1000, fake_clock)
-    assert fastest_batch_size(model, (1, 2, 2), time_budget=3.0) == 1000
-    assert set(model.sizes) == {1000} and fake_clock[0] <= 3.0
+    # 0.5 s of overhead per batch, then 1 ms an image: 100 takes 1.2 s to time, and 250's two
+    # batches would end past half of the 3 s budget.
+    model = TimedModel(lambda b: 0.5 + b / 1000, fake_clock)
+    assert fastest_batch_size(model, (1, 2, 2), time_budget=3.0) == 100
+    assert set(model.sizes) == {100} and fake_clock[0] <= 3.0
 
 
 def test_batches_that_do_not_fit_in_memory_are_left_out(fake_clock) -> None:
