@@ -28,7 +28,8 @@
 #   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training
 #   unpack       copy them back into RUNS where RUNS lacks the run (momentum restarts; nothing else)
 # Environment: SIGMA (0.25), RUNS (runs/cifar10: training checkpoints), DOCS (docs/cifar10:
-# results), BIN (.venv/bin), TIME_LIMIT (e.g. 5.5h: training stops cleanly before it), THREADS
+# results), BIN (.venv/bin), TIME_LIMIT (e.g. 5.5h: each training, certify, attack and audit command
+# stops cleanly before it, resumably), THREADS
 # (torch threads of each command), DEVICE (cpu), MODELS (encoders/pretrained). The scale, for a quick trial of the whole plan:
 # SIMCLR_EPOCHS (40), NOISE_EPOCHS (30), N (10000), N_LARGE (100000), SKIP (50), SKIP_LARGE (500),
 # LADDER_SKIP (200), LADDER_GRID ("--eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5"),
@@ -127,11 +128,11 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
     certify)
         for model in $(shipped); do
             "$BIN/certify" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
-                --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv"
+                --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" "${LIMIT[@]}"
         done
         if [ -f "$(model_file rush)" ]; then
             "$BIN/certify" --model "$(model_file rush)" "${EVAL[@]}" --skip "$SKIP_LARGE" \
-                --n "$N_LARGE" --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv"
+                --n "$N_LARGE" --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv" "${LIMIT[@]}"
         fi ;;
     figure)
         files=() labels=()
@@ -148,7 +149,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         for model in $(shipped); do
             "$BIN/certify-attack" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" \
                 --n "$ATTACK_N" --steps 20 --eot-samples 32 --linf-eps 8/255 --l2-eps 0.25 0.5 1.0 \
-                --out "$DOCS/results/${SHIPPED[$model]}_attack.tsv"
+                --out "$DOCS/results/${SHIPPED[$model]}_attack.tsv" "${LIMIT[@]}"
         done ;;
     claim)
         tables=()
@@ -163,7 +164,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             "$BIN/certify-audit" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
                 --predict-n "$ATTACK_N" \
                 --certificates "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" \
-                --out "$DOCS/results/${SHIPPED[$model]}_audit.tsv"
+                --out "$DOCS/results/${SHIPPED[$model]}_audit.tsv" "${LIMIT[@]}"
         done ;;
     ladder)
         trained "$(model_file rush)"
