@@ -14,7 +14,7 @@
 #   consistency  RUSH with the consistency loss of Jeong and Shin (2020), m = 2 (30 epochs)
 #   ship         float16 copies of the three classifiers into MODELS (encoders/pretrained/, the
 #                models shipped in the wheel); every later step evaluates these copies
-#   evaluate     linear probe of the encoder; clean and noisy accuracy of the classifiers
+#   evaluate     clean and noisy accuracy of the shipped classifiers; the encoder's linear probe
 #   certify      every 50th test image (200) at n = 10,000; the RUSH model's every 500th at 100,000
 #   figure       the curves and the table of docs/cifar10/
 #   attack       the 200 images under PGD on the base classifier, naive PGD and EOT-PGD (32 draws)
@@ -120,9 +120,10 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             fi
         done ;;
     evaluate)
-        trained "$SIMCLR"
+        probe=()  # the encoder's linear probe once pre-training is done
+        [ -f "$SIMCLR" ] && probe=(--encoder "$SIMCLR")
         "$BIN/python" scripts/evaluate_classifiers.py --dataset cifar10-jpeg --data-root "$DATA" \
-            --sigma "$SIGMA" --encoder "$SIMCLR" --device "$DEVICE" \
+            --sigma "$SIGMA" "${probe[@]}" --device "$DEVICE" \
             --out "$DOCS/results/accuracy_sigma$SIGMA.md" \
             --classifiers $(for model in $(shipped); do model_file "$model"; done) ;;
     certify)
