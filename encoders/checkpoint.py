@@ -25,7 +25,6 @@ Weights may be stored in half precision (:func:`half_precision_copy`: a CIFAR Re
 the stored one. Shipped models are the ``.pt`` files in ``encoders/pretrained/``, found by name.
 
 Example:
-    >>> model = load_classifier("digits-sigma0.25")
     >>> read_metadata("digits-sigma0.25")["sigma"]
     0.25
 """
@@ -89,7 +88,8 @@ def save_checkpoint(
 
     Args:
         path: destination file; its folder is created if needed.
-        kind: ``"classifier"`` (loadable by :func:`load_classifier`) or ``"simclr"`` (pre-training).
+        kind: ``"classifier"`` (loadable by :func:`encoders.loading.load_classifier`) or
+            ``"simclr"`` (pre-training).
         metadata: must hold the keys of :data:`REQUIRED_METADATA` with those types.
         state_dict: the model's tensors (moved to the CPU before saving).
         training_state: optional resumable state (plain types and tensors only).
@@ -374,8 +374,9 @@ def half_precision_copy(
     """Copy a checkpoint with its floating-point weights in float16, about half the size.
 
     float16 keeps 11 significant bits (relative rounding error at most 2**-11) over magnitudes up
-    to 65504; the copy is a slightly different model, which :func:`load_classifier` runs exactly
-    (cast to float32). Certify the copy, not the original, when the copy is what ships.
+    to 65504; the copy is a slightly different model, which
+    :func:`encoders.loading.load_classifier` runs exactly (cast to float32). Certify the copy,
+    not the original, when the copy is what ships.
 
     Args:
         source: checkpoint path or shipped name, of any kind.
@@ -424,29 +425,6 @@ def classifier_from_state(
             f"checkpoint weights do not fit its metadata ({one_line(error)})"
         ) from error
     return model
-
-
-def load_classifier(source: str | os.PathLike) -> Classifier:
-    """Load a base classifier for randomized smoothing.
-
-    Args:
-        source: checkpoint path or the name of a shipped model (:func:`list_pretrained`).
-
-    Returns:
-        The model in eval mode on the CPU, mapping (B, C, H, W) pixels in [0, 1] to (B, K)
-        logits; normalisation is its first layer.
-
-    Raises:
-        CheckpointError: if the checkpoint is missing, damaged or unsafe (see
-            :func:`load_checkpoint`).
-
-    Example:
-        >>> model = load_classifier("digits-sigma0.25")
-        >>> model(torch.rand(2, 1, 8, 8)).shape
-        torch.Size([2, 10])
-    """
-    payload = load_checkpoint(source, kind="classifier")
-    return classifier_from_state(payload["metadata"], payload["state_dict"]).eval()
 
 
 def portable_copy(source: str | os.PathLike, out: str | os.PathLike) -> Path:

@@ -61,12 +61,15 @@ class Architecture(NamedTuple):
     std: tuple[float, ...]
 
 
-ARCHITECTURES = {
+PUBLISHED_ARCHITECTURES = {
     "cifar_resnet20": Architecture("cifar10", 10, (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD),
     "cifar_resnet110": Architecture("cifar10", 10, (3, 32, 32), CIFAR10_MEAN, CIFAR10_STD),
     "cifar100_resnet110": Architecture("cifar100", 100, (3, 32, 32), CIFAR100_MEAN, CIFAR100_STD),
     "resnet50": Architecture("imagenet", 1000, (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD),
 }
+"""The ``arch`` names of Cohen et al.'s checkpoints that are rebuilt to load them, with the data
+and normalisation each was trained with (the trainable backbones are
+:data:`encoders.backbones.ARCHITECTURES`)."""
 _CIFAR_DEPTH = {"cifar_resnet20": 20, "cifar_resnet110": 110, "cifar100_resnet110": 110}
 
 
@@ -108,14 +111,14 @@ def cohen_network(arch: str) -> nn.Module:
     Raises:
         CheckpointError: (a ValueError) naming the known architectures if ``arch`` is unknown.
     """
-    if arch not in ARCHITECTURES:
+    if arch not in PUBLISHED_ARCHITECTURES:
         raise CheckpointError(
             f"unknown arch {arch!r}; known Cohen et al.-format architectures: "
-            f"{', '.join(ARCHITECTURES)}"
+            f"{', '.join(PUBLISHED_ARCHITECTURES)}"
         )
     if arch == "resnet50":
         return DataParallelLayout(torchvision.models.resnet50(weights=None))
-    return CifarResNet(_CIFAR_DEPTH[arch], ARCHITECTURES[arch].num_classes)
+    return CifarResNet(_CIFAR_DEPTH[arch], PUBLISHED_ARCHITECTURES[arch].num_classes)
 
 
 def cohen_classifier(
@@ -124,7 +127,7 @@ def cohen_classifier(
     """``Sequential(normalisation, network)`` as Cohen et al.'s ``get_architecture`` builds it.
 
     Args:
-        arch: a key of :data:`ARCHITECTURES`.
+        arch: a key of :data:`PUBLISHED_ARCHITECTURES`.
         mean: per-channel mean of the first layer (default: the arch's data set's, as in
             Cohen et al.'s datasets.py).
         std: per-channel standard deviation, > 0 (default: likewise).
@@ -137,7 +140,7 @@ def cohen_classifier(
         ValueError: if mean and std do not have one positive entry per channel.
     """
     network = cohen_network(arch)
-    spec = ARCHITECTURES[arch]
+    spec = PUBLISHED_ARCHITECTURES[arch]
     mean = spec.mean if mean is None else mean
     std = spec.std if std is None else std
     if len(mean) != spec.input_shape[0]:
@@ -198,11 +201,12 @@ def load_cohen(
     arch = payload["arch"]
     if not isinstance(arch, str):
         raise CheckpointError(f"{path}: 'arch' must be a string, got {arch!r}")
-    if arch not in ARCHITECTURES:
+    if arch not in PUBLISHED_ARCHITECTURES:
         raise CheckpointError(
-            f"{path}: arch {arch!r} is not one we rebuild ({', '.join(ARCHITECTURES)}); load its "
-            "state dict with `factory` naming the function that builds the "
-            "network (the normalisation layer's '1.' prefix on its keys is dropped)"
+            f"{path}: arch {arch!r} is not one we rebuild "
+            f"({', '.join(PUBLISHED_ARCHITECTURES)}); load its state dict with `factory` naming "
+            "the function that builds the network (the normalisation layer's '1.' prefix on its "
+            "keys is dropped)"
         )
     state_dict = payload["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(key, str) for key in state_dict):
@@ -215,7 +219,7 @@ def load_cohen(
     load_state_strictly(
         model, _match_data_parallel(state_dict, model.state_dict()), f"arch {arch!r}", path
     )
-    spec = ARCHITECTURES[arch]
+    spec = PUBLISHED_ARCHITECTURES[arch]
     normalize = model[0]
     assert isinstance(normalize, ConstantNormalize)
     metadata: dict[str, Any] = {

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from encoders.backbones import build_encoder
-from encoders.checkpoint import load_classifier, read_metadata
+from encoders.checkpoint import read_metadata
 from encoders.data import load_dataset
 from encoders.evaluate import features, noisy_accuracy, probe_accuracy
+from encoders.loading import load_classifier
 from encoders.pretrain import load_simclr
 from encoders.training import resolve_device
 

@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 
 from encoders.backbones import build_encoder
-from encoders.checkpoint import PRETRAINED_DIR, load_classifier
+from encoders.checkpoint import PRETRAINED_DIR
 from encoders.data import ImageDataset, load_dataset
 from encoders.evaluate import features, noisy_accuracy, probe_accuracy
 from encoders.finetune import FinetuneConfig, finetune
+from encoders.loading import load_classifier
 from encoders.pretrain import PretrainConfig, load_simclr, pretrain
 
 SHIPPED_SIGMAS = (0.12, 0.25, 0.50, 1.00)

@@ -58,8 +58,9 @@ def build_parser(prog: str, description: str) -> OneLineParser:
                         help="noise draws per EOT step (default 32)")
     parser.add_argument("--restarts", type=positive_int, default=1,
                         help="PGD restarts (default 1)")
-    parser.add_argument("--batch", type=positive_int, default=1000,
-                        help="noise samples per forward pass of predict and certify")
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="noise samples per forward pass of predict and certify (default: "
+                             "the fastest on the device, measured at start)")
     parser.add_argument("--attack-batch", type=positive_int, default=32,
                         help="images attacked together; an EOT step runs the model on "
                              "attack-batch * eot-samples images (default 32)")

@@ -6,12 +6,12 @@ checkpoint goes to ``--out`` and is never overwritten) and data-parallel under t
 
 Examples:
     encoders-pretrain --dataset digits --epochs 100 --out runs/digits-simclr.pt
-    encoders-pretrain --dataset cifar10 --data-root data --epochs 500 --batch-size 512 \\
+    encoders-pretrain --dataset cifar10 --data-root data --epochs 500 --batch 512 \\
         --optimizer sgd --lr 0.6 --weight-decay 1e-6 --out runs/cifar10-simclr.pt
-    torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch-size 128 \\
+    torchrun --nproc-per-node 2 -m certify.cli.pretrain --dataset digits --batch 128 \\
         --out runs/ddp.pt
     nice -n 19 encoders-pretrain --dataset cifar10-jpeg --data-root DIR --arch cifar_resnet20 \
-        --epochs 60 --batch-size 256 --channels-last --time-limit 5.5h \
+        --epochs 60 --batch 256 --channels-last --time-limit 5.5h \
         --out runs/cifar10-simclr.pt >> simclr.log 2>&1      # rerun to resume
 """
 

@@ -32,8 +32,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: Any,
     is allowed); then ``--seed``, ``--optimizer``, ``--device``, the opt-in speed options and
     ``--time-limit``."""
     for name in counts:
-        # --batch, as the certify commands spell it, is the batch size's other name
-        spellings = ("--batch-size", "--batch") if name == "batch_size" else ()
+        # --batch, as every command spells it; --batch-size stays its other name for a release
+        spellings = ("--batch", "--batch-size") if name == "batch_size" else ()
         parser.add_argument(*(spellings or (f"--{name.replace('_', '-')}",)), dest=name,
                             type=positive_int, default=getattr(defaults, name))
     for name in reals:
