@@ -35,13 +35,11 @@ from certify.cli.common import (
     positive_float,
     positive_int,
     probability,
-    progress_bar,
     run_command,
     stopped_line,
 )
-from certify.cli.loading import add_model_arguments, default_out, load_run
+from certify.cli.loading import add_model_arguments, default_out, load_run, run_selected
 from certify.run_modes import Attack, accuracy_table
-from certify.runner import RunSpec, Selection, run
 from encoders.runs import check_model_gradients
 
 
@@ -100,12 +98,7 @@ def run_attack(args: argparse.Namespace) -> int:
                   attack_batch=args.attack_batch)
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, "attack")
-    spec = RunSpec(model, dataset, mode, args.sigma, out, alpha=args.alpha, batch=args.batch,
-                   seed=args.seed, selection=Selection(args.skip, args.max),
-                   overwrite=args.overwrite, recorded=loaded.recorded(),
-                   time_limit=args.time_limit)
-    with progress_bar(f"attack {out.name}", args.quiet) as progress:
-        outcome = run(spec, progress)
+    outcome = run_selected(args, loaded, mode, out)
     if outcome.stopped is not None:
         print(stopped_line(outcome))
         return 0

@@ -24,15 +24,13 @@ from certify.cli.common import (
     file_path,
     positive_int,
     probability,
-    progress_bar,
     run_command,
     stopped_line,
 )
-from certify.cli.loading import default_out, load_run
+from certify.cli.loading import default_out, load_run, run_selected
 from certify.guarantee import ABSTAIN
 from certify.results import read_rows, read_settings, settings_path
 from certify.run_modes import NOT_ATTACKED, Audit
-from certify.runner import RunSpec, Selection, run
 from encoders.runs import LoadedRun, check_model_gradients
 
 
@@ -120,12 +118,7 @@ def run_audit(args: argparse.Namespace) -> int:
                  certificates_file=str(args.certificates) if given else None)
     out = args.out or default_out(loaded.model_name, loaded.dataset_name, args.split, args.sigma,
                                   args.n, "audit")
-    spec = RunSpec(model, dataset, mode, args.sigma, out, alpha=args.alpha, batch=args.batch,
-                   seed=args.seed, selection=Selection(args.skip, args.max),
-                   overwrite=args.overwrite, recorded=loaded.recorded(),
-                   time_limit=args.time_limit)
-    with progress_bar(f"audit {out.name}", args.quiet) as progress:
-        outcome = run(spec, progress)
+    outcome = run_selected(args, loaded, mode, out)
     if outcome.stopped is not None:
         print(stopped_line(outcome))
         return 0

@@ -26,16 +26,13 @@ from certify.cli.common import (
     positive_float,
     positive_int,
     probability,
-    progress_bar,
     run_command,
     stopped_line,
 )
-from certify.cli.loading import add_model_arguments, default_out, load_run
+from certify.cli.loading import add_model_arguments, default_out, load_run, run_selected
 from certify.fast import FastOptions
 from certify.results import read_rows, record_output
 from certify.run_modes import Certify, Predict
-from certify.runner import RunSpec, Selection
-from certify.runner import run as run_spec
 from certify.sequential import RULES
 from certify.shards import merge_parts
 from certify.torchrun import torchrun_place
@@ -126,12 +123,7 @@ def run(args: argparse.Namespace, kind: str) -> int:
     mode = Certify(n0=args.n0, n=args.n, radius=args.radius, adaptive=args.adaptive,
                    tolerance=args.tolerance, rule=args.rule, fast=fast) if kind == "certify" else (
         Predict(n=args.n, fast=fast))
-    spec = RunSpec(loaded.model, loaded.dataset, mode, args.sigma, out, alpha=args.alpha,
-                   batch=args.batch, seed=args.seed, selection=Selection(args.skip, args.max),
-                   shard=(shard, num_shards), overwrite=args.overwrite,
-                   recorded=loaded.recorded(), time_limit=args.time_limit)
-    with progress_bar(f"{kind} {spec.path.name}", args.quiet) as progress:
-        outcome = run_spec(spec, progress)
+    outcome = run_selected(args, loaded, mode, out, (shard, num_shards))
     if outcome.dropped:
         print(f"{kind}: repaired {outcome.path}: dropped {outcome.dropped} repeated or malformed "
               "rows (redone unless their images were done)", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""What the dataset commands share: the flags that choose a model, its data and a run, and the
-default name of a results file.
+"""What the dataset commands share: the flags that choose a model, its data and a run, the run
+they make of them, and the default name of a results file.
 
 Loading lives in :mod:`encoders.runs`; the library below takes any ``torch.nn.Module`` and any
 image tensors.
@@ -12,7 +12,9 @@ import math
 import os
 from pathlib import Path
 
-from certify.cli.common import non_negative_int, positive_int
+from certify.cli.common import non_negative_int, positive_int, progress_bar
+from certify.run_modes import Mode
+from certify.runner import RunReport, RunSpec, Selection, run
 from encoders.runs import LoadedRun, RunSource
 from encoders.runs import load_run as encoders_load_run
 
@@ -68,6 +70,19 @@ def load_run(args: argparse.Namespace, sigma: float) -> LoadedRun:
         normalize=tuple(args.normalize) if args.normalize else None,
         dataset=args.dataset, split=args.split, data_root=args.data_root, resize=args.resize,
         crop=args.crop, device=args.device), sigma)
+
+
+def run_selected(args: argparse.Namespace, loaded: LoadedRun, mode: Mode, out: Path,
+                 shard: tuple[int, int] = (0, 1)) -> RunReport:
+    """Run ``mode`` over the images the flags select (:func:`certify.runner.run`), with the
+    flags every dataset command has (sigma, alpha, batch, seed, skip, max, overwrite, time limit,
+    quiet) and a progress bar named after the command and its file."""
+    spec = RunSpec(loaded.model, loaded.dataset, mode, args.sigma, out, alpha=args.alpha,
+                   batch=args.batch, seed=args.seed, selection=Selection(args.skip, args.max),
+                   shard=shard, overwrite=args.overwrite, recorded=loaded.recorded(),
+                   time_limit=args.time_limit)
+    with progress_bar(f"{mode.command} {spec.path.name}", args.quiet) as progress:
+        return run(spec, progress)
 
 
 def default_out(model: str, dataset: str, split: str, sigma: float, n: int, kind: str) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from command_output import StepClock, rows_but_time
 
 import certify.runner as runner
 from certify.results import read_rows, read_settings
@@ -27,20 +28,6 @@ def spec_of(model, dataset, out: Path, **changes) -> RunSpec:
     return RunSpec(model, dataset, out=out, **{**fields, **changes})
 
 
-def rows_but_time(path: Path) -> list[dict[str, str]]:
-    return [{key: value for key, value in row.items() if key != "time"}
-            for row in read_rows(path)]
-
-
-class StepClock:
-    """A fake clock that advances one second each time it is read."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
 
 
 @pytest.mark.parametrize("mode", [Certify(n0=10, n=50), Predict(n=50),

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from command_output import one_line_error
+from command_output import StepClock, one_line_error, rows_but_time
 
 import certify.run_modes as modes
 import certify.runner as runner
@@ -32,20 +32,6 @@ COMMANDS = {
 }
 
 
-def rows_but_time(path: Path) -> list[dict[str, str]]:
-    return [{key: value for key, value in row.items() if key != "time"}
-            for row in read_rows(path)]
-
-
-class StepClock:
-    """A fake monotonic clock that advances one second each time it is read."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
