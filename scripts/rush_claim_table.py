@@ -2,7 +2,8 @@
 
 For each model it reads the per-image rows of ``certify-attack`` (idx, label, classifier, attack,
 norm, eps, predict, correct) and, if given, the ``certify`` results file of the same images, and
-writes one Markdown table: every accuracy with its exact 95% Clopper-Pearson interval
+writes one Markdown table: every accuracy with its exact 95% Clopper-Pearson interval, certified
+accuracy on the same images (the attack may have covered some of the certified images so far),
 (:func:`certify.analysis.accuracy_interval`), and for every epsilon the exact McNemar test of
 naive PGD against EOT-PGD on the same images (:func:`certify.analysis.mcnemar_exact`). RUSH
 (arXiv 2207.05127) reported its robust accuracy under naive PGD, one noise draw per step; EOT
@@ -22,7 +23,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from certify.analysis import accuracy_interval, certified_accuracy, mcnemar_exact, read_results
+from certify.analysis import CertifiedResults, accuracy_interval, mcnemar_exact, read_results
 from certify.results import read_rows
 
 ATTACK_ORDER = {"clean": 0, "pgd": 1, "naive-pgd": 2, "eot-pgd": 3}
@@ -31,6 +32,18 @@ ATTACK_ORDER = {"clean": 0, "pgd": 1, "naive-pgd": 2, "eot-pgd": 3}
 def _cell(outcomes: list[int]) -> str:
     low, high = accuracy_interval(sum(outcomes), len(outcomes))
     return f"{sum(outcomes) / len(outcomes):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def certified_on(certified: CertifiedResults, indices: list[int], radius: float,
+                 certify_file: str) -> float:
+    """Certified accuracy at ``radius`` (correct, radius >= it; Cohen et al. 2019) on the images
+    ``indices`` alone, so that it stands beside the attacks on the same images."""
+    by_idx = {int(idx): bool(correct) and float(reach) >= radius
+              for idx, correct, reach in zip(certified.idx, certified.correct, certified.radius)}
+    missing = sorted(set(indices) - set(by_idx))
+    if missing:
+        raise ValueError(f"{certify_file} does not hold the attacked images {missing[:5]}")
+    return sum(by_idx[idx] for idx in indices) / len(indices)
 
 
 def model_rows(name: str, attack_file: str, certify_file: str | None) -> list[str]:
@@ -55,9 +68,7 @@ def model_rows(name: str, attack_file: str, certify_file: str | None) -> list[st
                           f"p = {test.p_value:.2g}")
         bound = ""
         if certified is not None and norm == "l2" and classifier == "smoothed":
-            if sorted(int(i) for i in certified.idx) != indices:
-                raise ValueError(f"{certify_file} does not hold the images of {attack_file}")
-            bound = f"{certified_accuracy(certified, [float(eps)])[0]:.3f}"
+            bound = f"{certified_on(certified, indices, float(eps), certify_file):.3f}"
         rows.append(f"| {name} | {classifier} | {attack} | {norm} | {eps} | {len(indices)} | "
                     f"{_cell([per_image[i] for i in indices])} | {bound} | {paired} |")
     return rows

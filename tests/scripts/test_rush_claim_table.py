@@ -45,7 +45,17 @@ def test_rows_hold_intervals_the_paired_test_and_certified_accuracy(tmp_path, ca
     assert capsys.readouterr().out.strip() == out.read_text().strip()
 
 
-def test_certify_file_of_other_images_is_refused(tmp_path):
+def test_certified_accuracy_is_taken_on_the_attacked_images_alone(tmp_path):
+    # Images 0 and 1 attacked of 3 certified; at 0.5 image 0 is certified, 1 is not, 2 is.
     attack = _attack_file(tmp_path, [1, 0], [0, 0])
-    with pytest.raises(ValueError, match="does not hold the images"):
-        main(["--model", "toy", str(attack), str(_certify_file(tmp_path, [0.5, 0.5, 0.5]))])
+    out = tmp_path / "table.md"
+    assert main(["--model", "toy", str(attack), str(_certify_file(tmp_path, [0.6, 0.1, 0.9])),
+                 "--out", str(out)]) == 0
+    rows = {line.split(" | ")[2]: line for line in out.read_text().splitlines()[2:]}
+    assert "| 0.500 |" in rows["naive-pgd"]
+
+
+def test_certify_file_lacking_an_attacked_image_is_refused(tmp_path):
+    attack = _attack_file(tmp_path, [1, 0, 1], [0, 0, 1])
+    with pytest.raises(ValueError, match=r"does not hold the attacked images \[2\]"):
+        main(["--model", "toy", str(attack), str(_certify_file(tmp_path, [0.5, 0.5]))])
