@@ -41,7 +41,7 @@ from certify.fast import FastOptions
 from encoders.augment import pad_crop_flip
 from encoders.backbones import Classifier, build_classifier, default_architecture
 from encoders.checkpoint import float32_state, load_checkpoint, versions
-from encoders.data import ImageDataset, load_training_split
+from encoders.data import ImageDataset
 from encoders.errors import CheckpointError, one_line
 from encoders.loop import TrainingRun, check_not_written, run_training
 from encoders.recipes import GaussianRecipe, Recipe, check_recipe, recipe_loss
@@ -233,9 +233,6 @@ class NoiseObjective:
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
         self.label = f"noise training sigma={config.sigma}"
-
-    def training_split(self) -> ImageDataset:
-        return load_training_split(self.config.dataset, self.config.root)
 
     def build(
         self, train: ImageDataset, processes: Processes

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from certify.fast import FastOptions
 from encoders.checkpoint import float32_state, load_checkpoint, save_checkpoint
-from encoders.data import ImageDataset
+from encoders.data import ImageDataset, load_training_split
 from encoders.errors import CheckpointError, one_line
 from encoders.training import (
     Processes,
@@ -59,6 +59,10 @@ class Settings(Protocol):
     """What the loop reads of a run's configuration (:class:`encoders.pretrain.PretrainConfig`,
     :class:`encoders.finetune.FinetuneConfig`)."""
 
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def root(self) -> str | None: ...
     @property
     def out(self) -> str: ...
     @property
@@ -86,10 +90,6 @@ class Objective(Protocol):
     """The checkpoint kind, "simclr" or "classifier"."""
     label: str
     """The progress bar's description."""
-
-    def training_split(self) -> ImageDataset:
-        """The training data, when the caller gave none."""
-        ...
 
     def build(
         self, train: ImageDataset, processes: Processes
@@ -193,7 +193,8 @@ def run_training(
         should_stop: asked after each epoch that leaves the run unfinished, once its partial
             checkpoint is written, with the number of epochs done; True ends this call there
             (running it again resumes). Under torchrun the first process's answer holds for all.
-        train: the training split, if already loaded (default: ``objective.training_split()``).
+        train: the training split, if already loaded (default: the training split of
+            ``config.dataset`` under ``config.root``).
 
     Returns:
         ``config.out`` once the run is finished; the partial checkpoint's path if
@@ -229,7 +230,7 @@ def _train(
 ) -> Path:
     device, partial = processes.device, partial_path(config.out)
     if train is None:
-        train = objective.training_split()
+        train = load_training_split(config.dataset, config.root)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model, parameters, metadata = objective.build(train, processes)
     model.to(device)

@@ -34,7 +34,7 @@ from certify.fast import FastOptions
 from encoders.augment import AugmentConfig, augment
 from encoders.backbones import ARCHITECTURES, Normalize, build_encoder, default_architecture
 from encoders.checkpoint import CheckpointError, float32_state, load_checkpoint, versions
-from encoders.data import DATASET_NAMES, ImageDataset, load_training_split
+from encoders.data import DATASET_NAMES, ImageDataset
 from encoders.errors import one_line
 from encoders.loop import TrainingRun, check_not_written, run_training
 from encoders.simclr import SimCLRModel, nt_xent_loss
@@ -165,9 +165,6 @@ class SimCLRObjective:
     def __init__(self, config: PretrainConfig) -> None:
         self.config = config
         self.views = AugmentConfig.for_dataset(config.dataset)
-
-    def training_split(self) -> ImageDataset:
-        return load_training_split(self.config.dataset, self.config.root)
 
     def build(
         self, train: ImageDataset, processes: Processes

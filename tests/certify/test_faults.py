@@ -380,12 +380,12 @@ def test_what_is_not_a_regular_file_is_never_replaced(checkpoint, tmp_path,
 # A training command whose --out cannot be written trained first, then lost the weights.
 
 def test_training_checks_its_out_before_training(tmp_path, capsys, monkeypatch) -> None:
-    import encoders.finetune
+    import encoders.loop
 
     def no_training(*args, **kwargs):
         raise AssertionError("the data were loaded before --out was checked")
 
-    monkeypatch.setattr(encoders.finetune, "load_training_split", no_training)
+    monkeypatch.setattr(encoders.loop, "load_training_split", no_training)
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "model.pt"
     assert finetune_main(["--sigma", "0.25", "--out", str(out), "--device", "cpu"]) == 2

@@ -12,6 +12,7 @@ import torch
 
 import certify.cli.finetune as finetune_command
 import encoders.finetune as finetune_module
+import encoders.loop
 from certify.cli import training
 from certify.cli.common import duration
 from certify.cli.finetune import main as finetune_main
@@ -25,7 +26,7 @@ def small_digits(monkeypatch) -> ImageDataset:
     """The first 96 digits training images, which the training loop loads instead of the split."""
     train = load_dataset("digits", "train")
     small = ImageDataset(train.images[:96], train.labels[:96], train.num_classes)
-    monkeypatch.setattr(finetune_module, "load_training_split", lambda name, root=None: small)
+    monkeypatch.setattr(encoders.loop, "load_training_split", lambda name, root=None: small)
     return small
 
 

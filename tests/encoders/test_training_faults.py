@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import encoders.finetune
-import encoders.pretrain
+import encoders.loop
 from encoders.finetune import FinetuneConfig, finetune
 from encoders.pretrain import PretrainConfig, pretrain
 
@@ -56,8 +56,7 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, sta
     def no_training(*args, **kwargs):
         raise AssertionError("the data were loaded before out was checked")
 
-    monkeypatch.setattr(encoders.finetune, "load_training_split", no_training)
-    monkeypatch.setattr(encoders.pretrain, "load_training_split", no_training)
+    monkeypatch.setattr(encoders.loop, "load_training_split", no_training)
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder").mkdir()
     out = out.replace("FILE", str(tmp_path / "file")).replace("FOLDER", str(tmp_path / "folder"))
