@@ -28,9 +28,15 @@
 #   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training
 #   unpack       copy them back into RUNS where RUNS lacks the run (momentum restarts; nothing else)
 # Environment: SIGMA (0.25), RUNS (runs/cifar10: training checkpoints), DOCS (docs/cifar10:
-# results), BIN (.venv/bin), TIME_LIMIT (e.g. 5.5h: each training, certify, attack and audit command
-# stops cleanly before it, resumably), THREADS
-# (torch threads of each command), DEVICE (cpu), MODELS (encoders/pretrained). The scale, for a quick trial of the whole plan:
+# results), BIN (.venv/bin), THREADS (torch threads of each command), DEVICE (cpu), MODELS
+# (encoders/pretrained), and one of two bounds on the time:
+#   TIME_LIMIT   e.g. 5.5h: each training, certify, attack and audit command stops cleanly before
+#                it, resumably
+#   DEADLINE     a time that `date -d` reads, e.g. 17:30 or "2026-12-06 08:00": those commands stop
+#                cleanly, resumably, after the last epoch or image they expect to finish by then
+#                (at least one), and no training, certify, attack, audit, ladder or adaptive
+#                command starts less than a minute before it (the quick steps still run)
+# The scale, for a quick trial of the whole plan:
 # SIMCLR_EPOCHS (40), NOISE_EPOCHS (30), N (10000), N_LARGE (100000), SKIP (50), SKIP_LARGE (500),
 # LADDER_SKIP (200), LADDER_GRID ("--eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5"),
 # ATTACK_N (1000: predict's samples after an attack).
@@ -57,8 +63,34 @@ SKIP_LARGE=${SKIP_LARGE:-500}
 LADDER_SKIP=${LADDER_SKIP:-200}
 read -r -a LADDER_GRID <<< "${LADDER_GRID:---eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5}"
 ATTACK_N=${ATTACK_N:-1000}
-LIMIT=()
-[ -z "${TIME_LIMIT:-}" ] || LIMIT=(--time-limit "$TIME_LIMIT")
+if [ -n "${TIME_LIMIT:-}" ] && [ -n "${DEADLINE:-}" ]; then
+    echo "set TIME_LIMIT or DEADLINE, not both" >&2
+    exit 2
+fi
+if [ -n "${DEADLINE:-}" ]; then
+    END=$(date -d "$DEADLINE" +%s 2> /dev/null) || {
+        echo "DEADLINE: date cannot read '$DEADLINE'" >&2
+        exit 2
+    }
+fi
+seconds_left() { echo $((END - $(date +%s))); }
+starts() {  # may the long command $1 start? Not within a minute of DEADLINE
+    if [ -z "${DEADLINE:-}" ] || [ "$(seconds_left)" -ge 60 ]; then
+        return 0
+    fi
+    echo "not starting $(basename "$1"): less than a minute before DEADLINE, $(date -d "@$END")"
+    return 1
+}
+bounded() {  # run a training, certify, attack or audit command under TIME_LIMIT or DEADLINE
+    starts "$1" || return 0
+    if [ -n "${DEADLINE:-}" ]; then
+        "$@" --time-limit "$(seconds_left)"
+    elif [ -n "${TIME_LIMIT:-}" ]; then
+        "$@" --time-limit "$TIME_LIMIT"
+    else
+        "$@"
+    fi
+}
 mkdir -p "$RUNS" "$DOCS/results"
 
 DATA_FLAGS=(--dataset cifar10-jpeg --data-root "$DATA" --device "$DEVICE" --channels-last)
@@ -96,20 +128,20 @@ for step in $STEPS; do
     echo "== $step"
     case $step in
     simclr)
-        [ -f "$SIMCLR" ] || "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" --arch cifar_resnet20 \
-            --epochs "$SIMCLR_EPOCHS" --batch 256 --out "$SIMCLR" "${LIMIT[@]}" ;;
+        [ -f "$SIMCLR" ] || bounded "$BIN/encoders-pretrain" "${DATA_FLAGS[@]}" \
+            --arch cifar_resnet20 --epochs "$SIMCLR_EPOCHS" --batch 256 --out "$SIMCLR" ;;
     baseline)
-        done_or_shipped baseline || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
-            --arch cifar_resnet20 "${NOISE_TRAINING[@]}" --out "${OUT[baseline]}" "${LIMIT[@]}" ;;
+        done_or_shipped baseline || bounded "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
+            --arch cifar_resnet20 "${NOISE_TRAINING[@]}" --out "${OUT[baseline]}" ;;
     rush)
         trained "$SIMCLR"
-        done_or_shipped rush || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
-            --encoder "$SIMCLR" "${NOISE_TRAINING[@]}" --out "${OUT[rush]}" "${LIMIT[@]}" ;;
+        done_or_shipped rush || bounded "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
+            --encoder "$SIMCLR" "${NOISE_TRAINING[@]}" --out "${OUT[rush]}" ;;
     consistency)
         trained "$SIMCLR"
-        done_or_shipped consistency || "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
+        done_or_shipped consistency || bounded "$BIN/encoders-finetune" "${DATA_FLAGS[@]}" \
             --encoder "$SIMCLR" "${NOISE_TRAINING[@]}" --recipe consistency \
-            --out "${OUT[consistency]}" "${LIMIT[@]}" ;;
+            --out "${OUT[consistency]}" ;;
     ship)
         for model in baseline rush consistency; do
             shipped=$(model_file "$model")
@@ -128,12 +160,12 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             --classifiers $(for model in $(shipped); do model_file "$model"; done) ;;
     certify)
         for model in $(shipped); do
-            "$BIN/certify" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
-                --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" "${LIMIT[@]}"
+            bounded "$BIN/certify" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" \
+                --n "$N" --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv"
         done
         if [ -f "$(model_file rush)" ]; then
-            "$BIN/certify" --model "$(model_file rush)" "${EVAL[@]}" --skip "$SKIP_LARGE" \
-                --n "$N_LARGE" --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv" "${LIMIT[@]}"
+            bounded "$BIN/certify" --model "$(model_file rush)" "${EVAL[@]}" --skip "$SKIP_LARGE" \
+                --n "$N_LARGE" --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv"
         fi ;;
     figure)
         files=() labels=()
@@ -148,9 +180,10 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         cat "$DOCS/results/certified_sigma$SIGMA.md" ;;
     attack)
         for model in $(shipped); do
-            "$BIN/certify-attack" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" \
-                --n "$ATTACK_N" --steps 20 --eot-samples 32 --linf-eps 8/255 --l2-eps 0.25 0.5 1.0 \
-                --out "$DOCS/results/${SHIPPED[$model]}_attack.tsv" "${LIMIT[@]}"
+            bounded "$BIN/certify-attack" --model "$(model_file "$model")" "${EVAL[@]}" \
+                --skip "$SKIP" --n "$ATTACK_N" --steps 20 --eot-samples 32 --linf-eps 8/255 \
+                --l2-eps 0.25 0.5 1.0 \
+                --out "$DOCS/results/${SHIPPED[$model]}_attack.tsv"
         done ;;
     claim)
         tables=()
@@ -162,19 +195,21 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             --out "$DOCS/results/rush_claim_sigma$SIGMA.md" ;;
     audit)
         for model in $(shipped); do
-            "$BIN/certify-audit" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" --n "$N" \
-                --predict-n "$ATTACK_N" \
+            bounded "$BIN/certify-audit" --model "$(model_file "$model")" "${EVAL[@]}" \
+                --skip "$SKIP" --n "$N" --predict-n "$ATTACK_N" \
                 --certificates "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" \
-                --out "$DOCS/results/${SHIPPED[$model]}_audit.tsv" "${LIMIT[@]}"
+                --out "$DOCS/results/${SHIPPED[$model]}_audit.tsv"
         done ;;
     ladder)
         trained "$(model_file rush)"
+        starts benchmarks/attack_ladder.py || continue
         "$BIN/python" benchmarks/attack_ladder.py --model "$(model_file rush)" \
             --dataset cifar10-jpeg --data-root "$DATA" --sigma "$SIGMA" --skip "$LADDER_SKIP" \
             --eps 8/255 "${LADDER_GRID[@]}" --n "$ATTACK_N" --device "$DEVICE" \
             --out-dir "$DOCS/results/ladder_sigma$SIGMA" ;;
     adaptive)
         for model in $(shipped); do
+            starts benchmarks/adaptive.py || break
             "$BIN/python" benchmarks/adaptive.py --model "$(model_file "$model")" \
                 --dataset cifar10-jpeg --data-root "$DATA" --skip "$SKIP" --sigma "$SIGMA" --n "$N" \
                 --radii 0.25 0.5 0.75 --simulate --linear-images 0 --digits-skip 0 \
