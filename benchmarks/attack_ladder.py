@@ -14,15 +14,19 @@ rung's interval half-width of extra accuracy, robust accuracy was still falling 
 says "not converged".
 
 Each rung writes its own results file in --out-dir (Cohen et al.'s predict columns: idx, label,
-predict, correct, time), row by row; a rerun resumes every rung where it stopped, so a long
+predict, correct, time), row by row (time: the image's share of the attack that made it plus
+its predict); a rerun resumes every rung where it stopped, so a long
 ladder can be built over several runs. Images are attacked --attack-batch at a time, each group
 with noise seeded by (--seed, its first idx), and predict's noise for an image is seeded by
 (--seed, idx) alone: a resumed rung writes the rows an uninterrupted one would, and every rung
 starts from the same random points and is judged on the same noise. ``ladder.tsv`` (one row
 per rung) and ``ladder.png`` are rewritten from the results files at the end.
 
-Cost: a rung spends m * steps * restarts forward-backward passes per image (the strongest
-default rung 64,000), and the whole default grid 121,680 per image.
+Cost: a rung of m draws, s steps and r restarts is worth m * s * r forward-backward passes per
+image (the strongest default rung 64,000). Rungs that differ only in restarts share one attack
+with the most restarts (an attack with 1 restart is the first run of one with 5, to the bit), so
+the whole default grid spends 101,400 passes per image, not the 121,680 its rungs add up to. The
+seconds printed beside a rung are those of its group of restart counts.
 
 Examples:
     python benchmarks/attack_ladder.py --model digits-sigma0.25 --dataset digits --sigma 0.25 \\
@@ -34,6 +38,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import itertools
 import sys
@@ -118,36 +123,62 @@ def build_attack(rung: Rung, model: torch.nn.Module, args: argparse.Namespace) -
     return EOTPGD(model, args.sigma, rung.eot_samples, config, args.objective)
 
 
-def run_rung(rung: Rung, model: torch.nn.Module, dataset, indices: list[int],
-             args: argparse.Namespace, device: torch.device) -> tuple[int, int]:
-    """Attack and predict every selected image not yet in the rung's file; (correct, images)."""
-    settings = {"model": args.model, "dataset": args.dataset, "split": "test",
-                "sigma": args.sigma, "norm": args.norm, "eps": args.eps, "attack": rung.attack,
-                "objective": args.objective if rung.attack == "eot" else None,
-                "eot_samples": rung.eot_samples, "steps": rung.steps, "restarts": rung.restarts,
-                "n": args.n, "alpha": args.alpha, "batch": args.batch,
-                "attack_batch": args.attack_batch, "skip": args.skip, "max": args.max,
-                "seed": args.seed, "device": device.type}
-    path = args.out_dir / rung.file_name
-    with ResultsFile(path, COHEN_PREDICT_COLUMNS, settings, overwrite=args.overwrite) as results:
+def rung_settings(rung: Rung, args: argparse.Namespace, device: torch.device) -> dict:
+    """What a rung's results file records of the run; a rerun under others is refused."""
+    return {"model": args.model, "dataset": args.dataset, "split": "test",
+            "sigma": args.sigma, "norm": args.norm, "eps": args.eps, "attack": rung.attack,
+            "objective": args.objective if rung.attack == "eot" else None,
+            "eot_samples": rung.eot_samples, "steps": rung.steps, "restarts": rung.restarts,
+            "n": args.n, "alpha": args.alpha, "batch": args.batch,
+            "attack_batch": args.attack_batch, "skip": args.skip, "max": args.max,
+            "seed": args.seed, "device": device.type}
+
+
+def run_group(group: list[Rung], model: torch.nn.Module, dataset, indices: list[int],
+              args: argparse.Namespace, device: torch.device) -> dict[Rung, tuple[int, int]]:
+    """Attack and predict every selected image that a rung's file lacks; (correct, images) of
+    each rung.
+
+    The rungs of a group differ only in restarts, so one attack with the most restarts that a
+    lacking file needs gives the adversarial images of all of them (:meth:`PGD.after_restarts`:
+    the same, to the bit, as an attack per rung), and the group costs its largest rung."""
+    with contextlib.ExitStack() as stack:
+        files = {rung: stack.enter_context(ResultsFile(
+            args.out_dir / rung.file_name, COHEN_PREDICT_COLUMNS,
+            rung_settings(rung, args, device), overwrite=args.overwrite)) for rung in group}
         for start in range(0, len(indices), args.attack_batch):
             chunk = indices[start:start + args.attack_batch]
-            if all(idx in results.done for idx in chunk):
+            lacking = [rung for rung, results in files.items()
+                       if not all(idx in results.done for idx in chunk)]
+            if not lacking:
                 continue
             generator = image_generator(args.seed, chunk[0], device)
             images, labels = dataset.batch(torch.tensor(chunk))
             images, labels = images.to(device), labels.to(device)
             began = time.perf_counter()
-            if rung.attack != "clean":
-                images = build_attack(rung, model, args)(images, labels, generator)
+            if lacking[0].attack == "clean":
+                adversarial = {rung: images for rung in lacking}
+            else:
+                strongest = max(lacking, key=lambda rung: rung.restarts)
+                by_restarts = build_attack(strongest, model, args).after_restarts(
+                    images, labels, [rung.restarts for rung in lacking], generator)
+                adversarial = {rung: by_restarts[rung.restarts] for rung in lacking}
             shared = (time.perf_counter() - began) / len(chunk)
-            for idx, image, label in zip(chunk, images, labels.tolist()):
-                began = time.perf_counter()
-                label_predicted = predict(model, image, args.sigma, args.n, args.alpha,
-                                          args.batch, predict_generator(args.seed, idx, device))
-                if idx not in results.done:
+            for rung in lacking:
+                results = files[rung]
+                for idx, image, label in zip(chunk, adversarial[rung], labels.tolist()):
+                    if idx in results.done:
+                        continue
+                    began = time.perf_counter()
+                    label_predicted = predict(model, image, args.sigma, args.n, args.alpha,
+                                              args.batch, predict_generator(args.seed, idx, device))
                     results.append((idx, label, label_predicted, int(label_predicted == label),
                                     f"{shared + time.perf_counter() - began:.4f}"))
+    return {rung: rung_counts(args.out_dir / rung.file_name, indices) for rung in group}
+
+
+def rung_counts(path: Path, indices: list[int]) -> tuple[int, int]:
+    """(correct, images) of a rung's file over the selected images."""
     selected = set(indices)
     with open(path, newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle, delimiter="\t")
@@ -272,26 +303,34 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, "test", args.data_root)
     indices = selected_indices(len(dataset), args.skip, args.max)
     rungs = ladder(args.eot_samples, args.steps, args.restarts)
+    passes = sum(max(1, m) * steps for m, steps in {(r.eot_samples, r.steps) for r in rungs
+                                                     if r.attack != "clean"}) * max(args.restarts)
     print(f"{args.model} on {len(indices)} {args.dataset} test images, {args.norm} eps "
           f"{args.eps:.4g}, sigma {args.sigma}; predict n={args.n}, alpha={args.alpha} "
-          f"(abstain counts as wrong); {sum(r.cost for r in rungs)} forward-backward passes per "
+          f"(abstain counts as wrong); {passes} forward-backward passes per "
           "image in all", flush=True)
     header = f"{'attack':<6} {'m':>4} {'steps':>5} {'restarts':>8} {'cost':>7} " \
              f"{'correct':>9} {'accuracy':>8}  95% CI          seconds"
     print(header)
     print("-" * len(header), flush=True)
-    summary, accuracy = [], {}
-    for rung in rungs:
+    accuracy: dict[Rung, tuple[int, int]] = {}
+    for rung in rungs:  # by cost; a rung's group (its restart counts) runs together
+        if rung in accuracy:
+            continue
+        group = [other for other in rungs if (other.attack, other.eot_samples, other.steps)
+                 == (rung.attack, rung.eot_samples, rung.steps)]
         began = time.perf_counter()
-        correct, total = run_rung(rung, model, dataset, indices, args, device)
-        low, high = accuracy_interval(correct, total)
-        summary.append((rung, correct, total))
-        accuracy[rung] = (correct, total)
-        m, steps, restarts = ((str(v) if rung.attack != "clean" else "-")
-                              for v in (rung.eot_samples, rung.steps, rung.restarts))
-        print(f"{rung.attack:<6} {m:>4} {steps:>5} {restarts:>8} {rung.cost:>7} "
-              f"{f'{correct}/{total}':>9} {correct / total:>8.3f}  [{low:.3f}, {high:.3f}]  "
-              f"{time.perf_counter() - began:>8.1f}", flush=True)
+        accuracy.update(run_group(group, model, dataset, indices, args, device))
+        seconds = time.perf_counter() - began
+        for member in group:
+            correct, total = accuracy[member]
+            low, high = accuracy_interval(correct, total)
+            m, steps, restarts = ((str(v) if member.attack != "clean" else "-")
+                                  for v in (member.eot_samples, member.steps, member.restarts))
+            print(f"{member.attack:<6} {m:>4} {steps:>5} {restarts:>8} {member.cost:>7} "
+                  f"{f'{correct}/{total}':>9} {correct / total:>8.3f}  [{low:.3f}, {high:.3f}]  "
+                  f"{seconds:>8.1f}", flush=True)
+    summary = [(rung, *accuracy[rung]) for rung in rungs]
     converged, lines = verdict(accuracy, args.eot_samples, args.steps, args.restarts)
     print("\n".join(lines))
     print({True: "converged", False: "not converged",

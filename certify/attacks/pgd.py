@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -204,10 +205,44 @@ class PGD:
         Raises:
             ValueError: if an argument is out of range.
         """
+        restarts = self.config.restarts
+        return self.after_restarts(images, labels, (restarts,), generator, eps)[restarts]
+
+    def after_restarts(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        counts: Sequence[int],
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """What the attack returns with k restarts, for each k of ``counts``, from one run.
+
+        An attack with k restarts is the start of one with more: under the same generator its
+        first k runs are the same, and the runs are scored under the same noise. So the
+        adversarial images of k restarts here equal, to the bit, those of this attack with
+        ``config.restarts`` = k and the same generator. Costs those of the largest k.
+
+        Args:
+            counts: restart counts, each between 1 and ``config.restarts``.
+            images, labels, generator, eps: as for :meth:`__call__`.
+
+        Returns:
+            Each k of ``counts`` to its adversarial images (B, C, H, W) on the images' device.
+
+        Raises:
+            ValueError: if an argument is out of range.
+        """
+        config = self.config
+        if not counts or any(isinstance(k, bool) or not isinstance(k, int)
+                             or not 1 <= k <= config.restarts for k in counts):
+            raise ValueError(
+                f"counts must be restart counts between 1 and {config.restarts} (the config's "
+                f"restarts), got {list(counts)!r}"
+            )
         check_batch(images, labels)
         device = model_device(self.model)
         check_generator(generator, device)
-        config = self.config
         clean = images.to(device)
         labels = labels.to(device)
         if eps is None:
@@ -218,14 +253,17 @@ class PGD:
             # A ball wider than the box holds every image: the box's diameter is the same ball.
             diameter = box_diameter(config.norm, tuple(clean.shape[1:]))
             radii = eps.clamp(max=diameter).to(device=device, dtype=clean.dtype)  # (B,)
+        wanted = set(counts)
+        adversarial: dict[int, torch.Tensor] = {}
         best_delta = torch.zeros_like(clean)
         best_loss = torch.full((clean.shape[0],), -math.inf, device=device)  # (B,)
         selection_seed: int | None = None
         with evaluating(self.model), torch.enable_grad():
-            for _ in range(config.restarts):
+            for run in range(1, max(wanted) + 1):
                 delta = self._run(clean, labels, radii, generator)
-                if config.restarts == 1:
-                    best_delta = delta
+                if run == 1 and 1 in wanted:  # one restart keeps its run as it is
+                    adversarial[1] = (clean + delta).to(images.device)
+                if run == max(wanted) == 1:
                     break
                 if selection_seed is None:  # drawn after the first run, which stays the single run
                     selection_seed = int(
@@ -239,7 +277,9 @@ class PGD:
                 better = final_loss > best_loss  # (B,)
                 best_delta[better] = delta[better]
                 best_loss = torch.where(better, final_loss, best_loss)
-        return (clean + best_delta).to(images.device)
+                if run > 1 and run in wanted:
+                    adversarial[run] = (clean + best_delta).to(images.device)
+        return adversarial
 
     def _run(
         self,

@@ -143,6 +143,32 @@ def test_restarts_keep_the_highest_loss(tiny_cnn) -> None:
     assert (loss_several > loss_single + 1e-4).any()
 
 
+@pytest.mark.parametrize("name", ATTACKS)
+def test_one_attack_gives_the_result_of_every_smaller_restart_count(tiny_cnn, name) -> None:
+    # The attack ladder runs restarts 1 and 5 as one attack: each count must give, to the bit,
+    # what an attack configured with that many restarts gives under the same generator.
+    images, labels = torch.rand(6, 1, 8, 8, generator=seeded(20)), torch.arange(6) % 10
+    config = PGDConfig(norm="l2", eps=0.5, steps=2, restarts=4)
+    shared = make_attack(name, tiny_cnn, config).after_restarts(images, labels, (1, 2, 4),
+                                                                seeded(21))
+    assert sorted(shared) == [1, 2, 4]
+    for restarts in (1, 2, 4):
+        alone = make_attack(name, tiny_cnn, PGDConfig(norm="l2", eps=0.5, steps=2,
+                                                     restarts=restarts))
+        torch.testing.assert_close(shared[restarts], alone(images, labels, seeded(21)),
+                                   atol=0, rtol=0)
+    # More restarts changed the result somewhere, so the comparison above can tell them apart.
+    assert not torch.equal(shared[1], shared[4])
+
+
+@pytest.mark.parametrize("counts", [(), (0,), (1, 5), (2.0,), (True,)])
+def test_restart_counts_outside_the_config_are_refused(tiny_cnn, counts) -> None:
+    attack = PGD(tiny_cnn, PGDConfig(eps=0.1, steps=1, restarts=4))
+    images, labels = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="counts must be restart counts between 1 and 4"):
+        attack.after_restarts(images, labels, counts)
+
+
 class RecordingNaivePGD(NaiveSmoothedPGD):
     """The naive attack, keeping the noise of every loss evaluated outside a gradient step."""
 
