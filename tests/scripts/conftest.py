@@ -1,8 +1,10 @@
-"""The scripts of scripts/ are not a package: make them importable by their file names."""
+"""The scripts of scripts/ and benchmarks/ are not packages: make them importable by their file
+names."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "benchmarks")]

@@ -5,32 +5,19 @@ stopped."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
-import pytest
+import attack_ladder
 
 from tests.command_output import rows_but_time
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "attack_ladder.py"
 
-
-@pytest.fixture(scope="module")
-def ladder_script():
-    spec = importlib.util.spec_from_file_location("attack_ladder", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_ladder(script, out_dir: Path, restarts: list[str]) -> None:
+def run_ladder(out_dir: Path, restarts: list[str]) -> None:
     arguments = ["--model", "digits-sigma0.25", "--dataset", "digits", "--sigma", "0.25",
                  "--eps", "0.15", "--eot-samples", "1", "4", "--steps", "3", "--restarts",
                  *restarts, "--skip", "45", "--n", "100", "--batch", "100", "--attack-batch", "3",
                  "--device", "cpu", "--out-dir", str(out_dir)]
-    assert script.main(arguments) == 0
+    assert attack_ladder.main(arguments) == 0
 
 
 def rung_files(out_dir: Path) -> dict[str, list[dict[str, str]]]:
@@ -38,14 +25,13 @@ def rung_files(out_dir: Path) -> dict[str, list[dict[str, str]]]:
             if path.name != "ladder.tsv"}
 
 
-def test_shared_restarts_give_the_rows_of_an_attack_per_rung(ladder_script, tmp_path,
-                                                              capsys) -> None:
-    run_ladder(ladder_script, tmp_path / "shared", ["1", "2"])
+def test_shared_restarts_give_the_rows_of_an_attack_per_rung(tmp_path, capsys) -> None:
+    run_ladder(tmp_path / "shared", ["1", "2"])
     assert "30 forward-backward passes per image" in capsys.readouterr().out  # (1 + 4) * 3 * 2
     shared = rung_files(tmp_path / "shared")
     separate = {}
     for restarts in ("1", "2"):
-        run_ladder(ladder_script, tmp_path / f"restarts{restarts}", [restarts])
+        run_ladder(tmp_path / f"restarts{restarts}", [restarts])
         separate.update(rung_files(tmp_path / f"restarts{restarts}"))
     assert sorted(shared) == sorted(separate)
     assert len(shared) == 5  # clean, and naive and EOT at 1 and 2 restarts
@@ -57,15 +43,15 @@ def test_shared_restarts_give_the_rows_of_an_attack_per_rung(ladder_script, tmp_
     assert accuracy["eot_m4_steps3_restarts2.tsv"] < accuracy["clean.tsv"]
 
 
-def test_a_rerun_resumes_each_rung_of_a_group_where_it_stopped(ladder_script, tmp_path) -> None:
+def test_a_rerun_resumes_each_rung_of_a_group_where_it_stopped(tmp_path) -> None:
     out_dir = tmp_path / "ladder"
-    run_ladder(ladder_script, out_dir, ["1", "2"])
+    run_ladder(out_dir, ["1", "2"])
     finished = rung_files(out_dir)
     # One rung lost, its sibling cut to its header and four rows, mid-chunk.
     (out_dir / "eot_m4_steps3_restarts1.tsv").unlink()
     cut = out_dir / "eot_m4_steps3_restarts2.tsv"
     cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:5]))
-    run_ladder(ladder_script, out_dir, ["1", "2"])
+    run_ladder(out_dir, ["1", "2"])
     assert rung_files(out_dir) == finished
     with open(out_dir / "ladder.tsv", newline="") as handle:
         summary = list(csv.DictReader(handle, delimiter="\t"))
