@@ -34,6 +34,14 @@ def _cell(outcomes: list[int]) -> str:
     return f"{sum(outcomes) / len(outcomes):.3f} [{low:.3f}, {high:.3f}]"
 
 
+def eps_label(norm: str, eps: str) -> str:
+    """An L-inf radius that is a whole number of 8-bit pixel steps as k/255, others as written."""
+    steps = float(eps) * 255
+    if norm == "linf" and steps > 0 and abs(steps - round(steps)) < 1e-9:
+        return f"{round(steps)}/255"
+    return eps
+
+
 def certified_on(certified: CertifiedResults, indices: list[int], radius: float,
                  certify_file: str) -> float:
     """Certified accuracy at ``radius`` (correct, radius >= it; Cohen et al. 2019) on the images
@@ -64,12 +72,13 @@ def model_rows(name: str, attack_file: str, certify_file: str | None) -> list[st
             naive = outcomes[(classifier, "naive-pgd", norm, eps)]
             if sorted(naive) == indices:
                 test = mcnemar_exact([naive[i] for i in indices], [per_image[i] for i in indices])
-                paired = (f"naive only {test.only_a}, EOT only {test.only_b}, "
+                paired = (f"robust to naive only {test.only_a}, to EOT only {test.only_b}, "
                           f"p = {test.p_value:.2g}")
         bound = ""
         if certified is not None and norm == "l2" and classifier == "smoothed":
             bound = f"{certified_on(certified, indices, float(eps), certify_file):.3f}"
-        rows.append(f"| {name} | {classifier} | {attack} | {norm} | {eps} | {len(indices)} | "
+        rows.append(f"| {name} | {classifier} | {attack} | {norm} | {eps_label(norm, eps)} | "
+                    f"{len(indices)} | "
                     f"{_cell([per_image[i] for i in indices])} | {bound} | {paired} |")
     return rows
 
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="Markdown file to write (default: stdout only)")
     args = parser.parse_args(argv)
     lines = ["| model | classifier | attack | norm | eps | images | accuracy [95% CI] | "
-             "certified | naive vs EOT (exact McNemar) |",
+             "certified | naive vs EOT: images robust to one only (exact McNemar) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for spec in args.model:
         if len(spec) not in (2, 3):

@@ -4,7 +4,7 @@ images, and certified accuracy at each L2 epsilon, from hand-made results files.
 from __future__ import annotations
 
 import pytest
-from rush_claim_table import main
+from rush_claim_table import eps_label, main
 
 ATTACK_HEADER = "idx\tlabel\tclassifier\tattack\tnorm\teps\tpredict\tcorrect\ttime\n"
 
@@ -41,7 +41,7 @@ def test_rows_hold_intervals_the_paired_test_and_certified_accuracy(tmp_path, ca
     assert "| 0.900 [0.555, 0.997] | 0.400 |" in rows["naive-pgd"]
     # 7 discordant images, all one way: p = 2 / 2 ** 7.
     assert rows["eot-pgd"].endswith("| 0.200 [0.025, 0.556] | 0.400 | "
-                                    "naive only 7, EOT only 0, p = 0.016 |")
+                                    "robust to naive only 7, to EOT only 0, p = 0.016 |")
     assert capsys.readouterr().out.strip() == out.read_text().strip()
 
 
@@ -59,3 +59,12 @@ def test_certify_file_lacking_an_attacked_image_is_refused(tmp_path):
     attack = _attack_file(tmp_path, [1, 0, 1], [0, 0, 1])
     with pytest.raises(ValueError, match=r"does not hold the attacked images \[2\]"):
         main(["--model", "toy", str(attack), str(_certify_file(tmp_path, [0.5, 0.5]))])
+
+
+@pytest.mark.parametrize(("norm", "eps", "label"), [
+    ("linf", "0.03137254901960784", "8/255"), ("linf", str(2 / 255), "2/255"),
+    ("linf", "0.03", "0.03"), ("l2", "0.5", "0.5"), ("l2", str(8 / 255), str(8 / 255)),
+    ("-", "0", "0"),
+])
+def test_l_inf_radii_in_pixel_steps_read_as_fractions_of_255(norm, eps, label):
+    assert eps_label(norm, eps) == label
