@@ -25,7 +25,8 @@
 #                32 / 128, steps 20 / 100, restarts 1 / 5
 #   adaptive     samples per image of the sequential modes against fixed n on the 200 images
 # Two more steps carry unfinished training to another machine (not run by default):
-#   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training
+#   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training,
+#                and the finished SimCLR encoder as it is (the RUSH runs start from its weights)
 #   unpack       copy them back into RUNS where RUNS lacks the run (momentum restarts; nothing else)
 # Environment: SIGMA (0.25), RUNS (runs/cifar10: training checkpoints), DOCS (docs/cifar10:
 # results), BIN (.venv/bin), THREADS (torch threads of each command), DEVICE (cpu), MODELS
@@ -221,18 +222,22 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
     pack)
         mkdir -p "$DOCS/training"
         for file in "$SIMCLR.partial" "${OUT[@]/%/.partial}"; do
+            packed=$DOCS/training/$(basename "$file")
             if [ -f "$file" ]; then
                 "$BIN/python" -c "import sys; from encoders.checkpoint import portable_copy; \
-portable_copy(sys.argv[1], sys.argv[2])" "$file" "$DOCS/training/$(basename "$file")"
+portable_copy(sys.argv[1], sys.argv[2])" "$file" "$packed"
                 echo "packed $file"
+            elif [ -f "${file%.partial}" ] && [ -f "$packed" ]; then
+                rm -v "$packed"  # the run has finished since it was packed
             fi
-        done ;;
-    unpack)
-        for file in "$DOCS"/training/*.partial; do  # unless RUNS has the run, finished or not
-            target=$RUNS/$(basename "$file")
-            [ -f "$file" ] && [ ! -f "$target" ] && [ ! -f "${target%.partial}" ] && cp -v "$file" "$RUNS/"
         done
-        true ;;
+        if [ -f "$SIMCLR" ]; then cp -v "$SIMCLR" "$DOCS/training/"; fi ;;
+    unpack)
+        for file in "$DOCS"/training/*.partial "$DOCS/training/$(basename "$SIMCLR")"; do
+            [ -f "$file" ] || continue
+            target=$RUNS/$(basename "$file")  # unless RUNS has the run, finished or not
+            [ -f "$target" ] || [ -f "${target%.partial}" ] || cp -v "$file" "$RUNS/"
+        done ;;
     *)
         echo "unknown step $step" >&2
         exit 2 ;;
