@@ -31,11 +31,16 @@ trained briefly with noise on a synthetic 10-class data set (grey plus a faint s
 per class plus pixel noise; the fainter the templates, the smaller the radii; they need a GPU at
 n = 100,000), and any checkpoint on any data set (``--model``, ``--dataset``). With
 ``--simulate`` only the fixed-n run uses the model; every other rule counts votes drawn from the
-fixed-n run's vote share by :class:`VoteShares` from the same seeded noise (cheap on a CPU).
+fixed-n run's vote share by :class:`VoteShares` from the same seeded noise (cheap on a CPU). A
+``--model`` row's images are seeded by their index in the data set, as ``certify`` seeds them, so
+``--certificates`` can hand it that command's results file for the fixed-n run: with
+``--simulate`` the model then never runs.
 
 Usage:
     python benchmarks/adaptive.py --linear-images 200 --digits-skip 0          # CPU: ~1 min
     python benchmarks/adaptive.py --linear-images 0 --digits-skip 12 --simulate  # CPU: ~8 min
+    python benchmarks/adaptive.py --linear-images 0 --digits-skip 0 --simulate --n 10000 \
+        --model M --dataset D --skip 50 --certificates M_n10000.tsv     # from certify's rows
     python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 200 --digits-skip 1
     python benchmarks/adaptive.py --device cuda --batch 20000 --linear-images 0 --digits-skip 0 \
         --cifar-images 50 --cifar-contrasts 0.05 --cifar-fast                      # GPU
@@ -44,9 +49,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,10 +62,12 @@ from scipy.stats import norm
 
 from certify import ABSTAIN, certify, sample_counts
 from certify.fast import FastOptions, accelerate
-from certify.guarantee import clopper_pearson_lower, clopper_pearson_upper
+from certify.guarantee import Certificate, clopper_pearson_lower, clopper_pearson_upper
+from certify.results import read_rows, read_settings
 from certify.selection import image_generator
 from encoders import load_classifier
 from encoders.backbones import build_classifier
+from encoders.checkpoint import resolve
 from encoders.data import load_dataset
 
 N0 = 100
@@ -207,14 +216,62 @@ def stand_in(fixed, x: torch.Tensor, label: int, sigma: float) -> VoteShares:
     return VoteShares(x, sigma, fixed.count / fixed.samples, candidate, other)
 
 
-def measure(model: torch.nn.Module, images: list, args: argparse.Namespace,
-            device: torch.device) -> tuple[Tally, float]:
-    """Every rule on every image, each run from the image's own seeded generator."""
+def recorded_fixed_runs(path: str, args: argparse.Namespace,
+                        labels: Mapping[int, int]) -> dict[int, Certificate]:
+    """The fixed-n certificates of a ``certify`` results file, by image index.
+
+    They stand in for the fixed-n run only if the file was made by fixed-n ``certify`` with this
+    benchmark's model, data set, sigma, n0, n, alpha and seed (recorded in its settings file), so
+    each row is the certificate that run would compute from the same seeded noise.
+
+    Raises:
+        ValueError: naming --certificates and what differs, the images it lacks, or a row
+            whose label is not the image's in ``labels`` (index -> label).
+    """
+    recorded = read_settings(path)
+    checkpoint = hashlib.sha256(resolve(args.model).read_bytes()).hexdigest()
+    expected = {"command": "certify", "dataset": args.dataset, "checkpoint_sha256": checkpoint,
+                "n0": N0, "n": args.n, "alpha": args.alpha, "seed": args.seed}
+    differences = [f"{key} {recorded.get(key)!r} (here {value!r})"
+                   for key, value in expected.items() if recorded.get(key) != value]
+    if not math.isclose(float(recorded.get("sigma", math.nan)), args.sigma):
+        differences.append(f"sigma {recorded.get('sigma')!r} (here {args.sigma!r})")
+    if recorded.get("adaptive") or recorded.get("radius") is not None:
+        differences.append("a sequential run (here fixed n)")
+    if differences:
+        raise ValueError(f"--certificates {path} were made with other settings: "
+                         + ", ".join(differences))
+    rows = {int(row["idx"]): row for row in read_rows(path)}
+    missing = [idx for idx in labels if idx not in rows]
+    if missing:
+        raise ValueError(f"--certificates {path} lack {len(missing)} of the {len(labels)} "
+                         f"images, the first {missing[0]}: finish that certify run first")
+    mislabelled = [idx for idx, label in labels.items() if int(rows[idx]["label"]) != label]
+    if mislabelled:
+        raise ValueError(f"--certificates {path} give image {mislabelled[0]} the label "
+                         f"{rows[mislabelled[0]]['label']}, the data set "
+                         f"{labels[mislabelled[0]]}: they were made on other images")
+    return {idx: Certificate(int(rows[idx]["predict"]), float(rows[idx]["radius"]),
+                             float(rows[idx]["pA_lower"]), int(rows[idx]["count"]),
+                             int(rows[idx]["samples"]))
+            for idx in labels}
+
+
+def measure(model: torch.nn.Module | None, images: list, indices: list[int],
+            args: argparse.Namespace, device: torch.device,
+            recorded: Mapping[int, Certificate] | None = None) -> tuple[Tally, float]:
+    """Every rule on every image, each run from the generator seeded by (seed, the image's index
+    in ``indices``); the fixed-n run is taken from ``recorded`` (index -> certificate) when given,
+    else certified with ``model``."""
     tally = Tally()
     start = time.perf_counter()
-    for idx, (x, label) in enumerate(images):
-        fixed = certify(model, x, args.sigma, N0, args.n, args.alpha, args.batch,
-                        image_generator(args.seed, idx, device))
+    for idx, (x, label) in zip(indices, images):
+        if recorded is not None:
+            fixed = recorded[idx]
+        else:
+            assert model is not None
+            fixed = certify(model, x, args.sigma, N0, args.n, args.alpha, args.batch,
+                            image_generator(args.seed, idx, device))
         voter = stand_in(fixed, x, label, args.sigma).to(device) if args.simulate else model
         pA = fixed.count / fixed.samples
         for r in CURVE_RADII:
@@ -276,7 +333,7 @@ def adaptive_rows(name: str, count: int, tally: Tally) -> list[str]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sigma", type=float, default=0.25)
@@ -304,39 +361,59 @@ def main() -> None:
     parser.add_argument("--dataset", help="its data set, e.g. cifar10 (test split)")
     parser.add_argument("--data-root", help="folder of --dataset")
     parser.add_argument("--skip", type=int, default=20, help="every k-th image of --dataset")
-    args = parser.parse_args()
+    parser.add_argument("--certificates",
+                        help="a fixed-n certify results file of --model on these images, made "
+                             "with the same settings: its rows are the fixed-n run (with "
+                             "--simulate the model is not run at all)")
+    args = parser.parse_args(argv)
+    if args.certificates and not args.model:
+        parser.error("--certificates needs the --model (and --dataset) that made them")
     device = torch.device(args.device)
 
-    rows: list[tuple[str, list, torch.nn.Module]] = []
+    # (name, images, the index of each (its generator's seed), model, recorded fixed-n runs)
+    rows: list[tuple[str, list, list[int], torch.nn.Module | None,
+                     dict[int, Certificate] | None]] = []
     if args.linear_images:
         model, images = linear_images(args.linear_images, args.sigma)
-        rows.append(("linear, pA in [0.79, 0.99]", images, model.to(device)))
+        rows.append(("linear, pA in [0.79, 0.99]", images, list(range(len(images))),
+                     model.to(device), None))
     if args.digits_skip:
         test = load_dataset("digits", "test")
         chosen = range(args.digits_start, len(test), args.digits_skip)
         images = [(test[i][0], int(test[i][1])) for i in chosen]
-        rows.append(("digits small CNN", images,
-                     load_classifier(f"digits-sigma{args.sigma:.2f}").to(device)))
+        rows.append(("digits small CNN", images, list(range(len(images))),
+                     load_classifier(f"digits-sigma{args.sigma:.2f}").to(device), None))
     for contrast in args.cifar_contrasts if args.cifar_images else []:
         model = train_briefly(device, args.sigma, args.cifar_train_steps, contrast)
         if args.cifar_fast:
             model = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
         pixels, labels = synthetic_cifar(args.cifar_images, seed=2, contrast=contrast)
         images = [(pixels[i], int(labels[i])) for i in range(args.cifar_images)]
-        rows.append((f"CIFAR-shaped ResNet-18, contrast {contrast:g}", images, model))
+        rows.append((f"CIFAR-shaped ResNet-18, contrast {contrast:g}", images,
+                     list(range(len(images))), model, None))
     if args.model:
         test = load_dataset(args.dataset, "test", args.data_root)
-        images = [(test[i][0], int(test[i][1])) for i in range(0, len(test), args.skip)]
-        model = load_classifier(args.model).to(device)
-        if args.cifar_fast:
-            model = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
-        rows.append((f"{args.model} on {args.dataset}", images, model))
+        chosen = list(range(0, len(test), args.skip))  # seeded as the certify command seeds them
+        images = [(test[i][0], int(test[i][1])) for i in chosen]
+        recorded = None
+        if args.certificates:
+            try:
+                recorded = recorded_fixed_runs(args.certificates, args, {
+                    idx: label for idx, (_, label) in zip(chosen, images)})
+            except ValueError as error:
+                parser.error(str(error))
+        model = None
+        if recorded is None or not args.simulate:  # simulated rules need only the vote shares
+            model = load_classifier(args.model).to(device)
+            if args.cifar_fast:
+                model = accelerate(model, FastOptions(channels_last=True, bfloat16=True))
+        rows.append((f"{args.model} on {args.dataset}", images, chosen, model, recorded))
 
     print(f"n0={N0}, n={args.n}, alpha={args.alpha}, sigma={args.sigma}, "
           f"tolerance={args.tolerance}, device {device}"
           + (", votes of all but fixed n simulated" if args.simulate else ""), flush=True)
-    for name, images, model in rows:
-        tally, seconds = measure(model, images, args, device)
+    for name, images, indices, model, recorded in rows:
+        tally, seconds = measure(model, images, indices, args, device, recorded)
         report(name, len(images), tally, args)
         sums = {part: {str(key): value for key, value in table.items()}
                 for part, table in vars(tally).items()}  # to pool runs over other images

@@ -214,7 +214,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             "$BIN/python" benchmarks/adaptive.py --model "$(model_file "$model")" \
                 --dataset cifar10-jpeg --data-root "$DATA" --skip "$SKIP" --sigma "$SIGMA" --n "$N" \
                 --radii 0.25 0.5 0.75 --simulate --linear-images 0 --digits-skip 0 \
-                --device "$DEVICE" \
+                --certificates "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" --device "$DEVICE" \
                 > "$DOCS/results/${SHIPPED[$model]}_adaptive.md.partial"
             mv "$DOCS/results/${SHIPPED[$model]}_adaptive.md.partial" \
                 "$DOCS/results/${SHIPPED[$model]}_adaptive.md"
