@@ -23,7 +23,8 @@
 #   audit        every certificate attacked with L2 EOT-PGD just inside its radius
 #   ladder       the RUSH model's attack ladder on every 200th test image (50): EOT draws 1 / 8 /
 #                32 / 128, steps 20 / 100, restarts 1 / 5
-#   adaptive     samples per image of the sequential modes against fixed n on the 200 images
+#   adaptive     samples per image of the sequential modes against fixed n on the 200 images,
+#                from the certify step's results (each model's certify run must be finished)
 # Two more steps carry unfinished training to another machine (not run by default):
 #   pack         float16 copies, without optimizer state, of the unfinished runs into DOCS/training,
 #                and the finished SimCLR encoder as it is (the RUSH runs start from its weights)
@@ -210,6 +211,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             --out-dir "$DOCS/results/ladder_sigma$SIGMA" ;;
     adaptive)
         for model in $(shipped); do
+            [ ! -f "$DOCS/results/${SHIPPED[$model]}_adaptive.md" ] || continue
             starts benchmarks/adaptive.py || break
             "$BIN/python" benchmarks/adaptive.py --model "$(model_file "$model")" \
                 --dataset cifar10-jpeg --data-root "$DATA" --skip "$SKIP" --sigma "$SIGMA" --n "$N" \
