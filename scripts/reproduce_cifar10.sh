@@ -175,6 +175,11 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             files+=("$DOCS/results/${SHIPPED[$model]}_n$N.tsv")
             labels+=("${LABEL[$model]} (JPEG copy, $((10000 / SKIP)) images, n = $N)")
         done
+        large=$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv  # what the larger n adds
+        if [ -f "$large" ]; then
+            files+=("$large")
+            labels+=("${LABEL[rush]} (JPEG copy, $((10000 / SKIP_LARGE)) images, n = $N_LARGE)")
+        fi
         "$BIN/certify-plot" "${files[@]}" tests/data/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv \
             --labels "${labels[@]}" "Cohen et al. ResNet-110 (original, 500 images, n = 100,000)" \
             --radii 0 0.25 0.5 0.75 1 --title "CIFAR-10, sigma = $SIGMA" \
