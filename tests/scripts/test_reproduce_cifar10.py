@@ -77,22 +77,18 @@ def test_the_deadline_bounds_every_long_command_of_every_shipped_model(plan) -> 
     outs = [(call[0], flag(call, "--model"), flag(call, "--n"), flag(call, "--out"))
             for call in calls]
     models = plan.folders["MODELS"]
-    assert outs == [
-        ("certify", f"{models}/cifar10-cohen-sigma0.25.pt", "10000",
-         f"{results}/cifar10-cohen-sigma0.25_n10000.tsv"),
-        ("certify", f"{models}/cifar10-rush-sigma0.25.pt", "10000",
-         f"{results}/cifar10-rush-sigma0.25_n10000.tsv"),
-        ("certify", f"{models}/cifar10-rush-sigma0.25.pt", "100000",
-         f"{results}/cifar10-rush-sigma0.25_n100000.tsv"),
-        ("certify-attack", f"{models}/cifar10-cohen-sigma0.25.pt", "1000",
-         f"{results}/cifar10-cohen-sigma0.25_attack.tsv"),
-        ("certify-attack", f"{models}/cifar10-rush-sigma0.25.pt", "1000",
-         f"{results}/cifar10-rush-sigma0.25_attack.tsv"),
-        ("certify-audit", f"{models}/cifar10-cohen-sigma0.25.pt", "10000",
-         f"{results}/cifar10-cohen-sigma0.25_audit.tsv"),
-        ("certify-audit", f"{models}/cifar10-rush-sigma0.25.pt", "10000",
-         f"{results}/cifar10-rush-sigma0.25_audit.tsv"),
-    ]
+
+    def expected(command: str, model: str, n: int, results_file: str) -> tuple[str, ...]:
+        name = f"cifar10-{model}-sigma0.25"
+        return command, f"{models}/{name}.pt", str(n), f"{results}/{name}_{results_file}.tsv"
+
+    assert outs == [expected("certify", "cohen", 10_000, "n10000"),
+                    expected("certify", "rush", 10_000, "n10000"),
+                    expected("certify", "rush", 100_000, "n100000"),
+                    expected("certify-attack", "cohen", 1000, "attack"),
+                    expected("certify-attack", "rush", 1000, "attack"),
+                    expected("certify-audit", "cohen", 10_000, "audit"),
+                    expected("certify-audit", "rush", 10_000, "audit")]
     for call in calls:
         assert 7100 < int(flag(call, "--time-limit")) <= 7200, call
     assert [flag(call, "--skip") for call in calls] == ["50", "50", "500", "50", "50", "50", "50"]
