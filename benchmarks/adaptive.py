@@ -63,7 +63,7 @@ from scipy.stats import norm
 from certify import ABSTAIN, certify, sample_counts
 from certify.fast import FastOptions, accelerate
 from certify.guarantee import Certificate, clopper_pearson_lower, clopper_pearson_upper
-from certify.results import read_rows, read_settings
+from certify.results import differing_settings, read_rows, read_settings
 from certify.selection import image_generator
 from encoders import load_classifier
 from encoders.backbones import build_classifier
@@ -231,11 +231,9 @@ def recorded_fixed_runs(path: str, args: argparse.Namespace,
     recorded = read_settings(path)
     checkpoint = hashlib.sha256(resolve(args.model).read_bytes()).hexdigest()
     expected = {"command": "certify", "dataset": args.dataset, "checkpoint_sha256": checkpoint,
-                "n0": N0, "n": args.n, "alpha": args.alpha, "seed": args.seed}
-    differences = [f"{key} {recorded.get(key)!r} (here {value!r})"
-                   for key, value in expected.items() if recorded.get(key) != value]
-    if not math.isclose(float(recorded.get("sigma", math.nan)), args.sigma):
-        differences.append(f"sigma {recorded.get('sigma')!r} (here {args.sigma!r})")
+                "sigma": args.sigma, "n0": N0, "n": args.n, "alpha": args.alpha, "seed": args.seed}
+    differences = [f"{key} {recorded.get(key)!r} (here {expected[key]!r})"
+                   for key in differing_settings(recorded, expected)]
     if recorded.get("adaptive") or recorded.get("radius") is not None:
         differences.append("a sequential run (here fixed n)")
     if differences:

@@ -22,8 +22,9 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -110,6 +111,25 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(recorded, dict):
         raise ResultsConflictError(f"{recorded_path} holds no settings (not a JSON object)")
     return recorded
+
+
+def differing_settings(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """The keys of ``expected`` whose value in ``recorded`` (a results file's settings,
+    :func:`read_settings`) is another one; a key it lacks reads as None.
+
+    Numbers (int or float) are equal within a relative 1e-9, so a sigma recorded by one run
+    matches the same sigma computed another way by another; a bool equals only itself (JSON's
+    true is not 1); everything else must be equal.
+    """
+    def same(value: Any, wanted: Any) -> bool:
+        if isinstance(value, bool) or isinstance(wanted, bool):  # JSON's true is not 1
+            return value is wanted
+        if isinstance(value, (int, float)) and isinstance(wanted, (int, float)):
+            return math.isclose(value, wanted, rel_tol=1e-9)
+        return bool(value == wanted)
+
+    return [key for key, wanted in expected.items()
+            if not same(recorded.get(key), wanted)]
 
 
 OUTPUTS_KEY = "outputs"

@@ -29,7 +29,7 @@ from certify.cli.common import (
 )
 from certify.cli.loading import default_out, load_run, run_selected
 from certify.guarantee import ABSTAIN
-from certify.results import read_rows, read_settings, settings_path
+from certify.results import differing_settings, read_rows, read_settings, settings_path
 from certify.run_modes import NOT_ATTACKED, Audit
 from encoders.runs import LoadedRun, check_model_gradients
 
@@ -90,17 +90,11 @@ def check_certificate_settings(path: Path, args: argparse.Namespace, loaded: Loa
         raise UserError(f"--certificates {path} were made by certify-{recorded.get('command')}, "
                         "not certify: they hold no certified radii")
     expected = {**loaded.model_and_data(), "sigma": args.sigma}
-    differences = []
-    for key, value in expected.items():
-        if key == "sigma" and isinstance(recorded.get(key), (int, float)):
-            same = abs(recorded[key] - value) <= 1e-9
-        else:
-            same = recorded.get(key) == value
-        if not same:
-            differences.append(
-                "the checkpoint (another model's weights)" if key == "checkpoint_sha256"
-                else "the images (other pixels or files)" if key == "data_sha256"
-                else f"{key} {recorded.get(key)} (this audit: {value})")
+    differences = [
+        "the checkpoint (another model's weights)" if key == "checkpoint_sha256"
+        else "the images (other pixels or files)" if key == "data_sha256"
+        else f"{key} {recorded.get(key)} (this audit: {expected[key]})"
+        for key in differing_settings(recorded, expected)]
     if differences:
         raise UserError(f"--certificates {path} were made with other settings than this audit's: "
                         f"{', '.join(differences)}; their radii hold only for their own model, "

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from certify.cli.certify import parse_shard
-from certify.results import ResultsConflictError, ResultsFile, settings_path
+from certify.results import ResultsConflictError, ResultsFile, differing_settings, settings_path
 from certify.shards import mark_complete, merge_parts, part_path
 
 COLUMNS = ("idx", "label", "value")
@@ -90,6 +90,21 @@ def write_shards(out, rows_by_shard, dataset_size, settings=SHARDED):
             for row in rows:
                 f.append(row)
         mark_complete(part, dataset_size)
+
+
+def test_differing_settings_names_each_key_that_differs() -> None:
+    recorded = {"command": "certify", "sigma": 0.25, "n": 10_000, "crop": None, "extra": 1}
+    expected = {"command": "certify", "sigma": 0.5 / 2, "n": 10_000, "crop": None}
+    assert differing_settings(recorded, expected) == []
+    # A float within 1e-9 relative is the same number; one beyond it is not.
+    assert differing_settings(recorded, {"sigma": 0.25 * (1 + 1e-12)}) == []
+    assert differing_settings(recorded, {"sigma": 0.25 * (1 + 1e-6)}) == ["sigma"]
+    assert differing_settings(recorded, {"n": 100_000, "command": "certify-attack"}) == [
+        "n", "command"]
+    # A missing key reads as None; a bool is not the number 1; a string is not a number.
+    assert differing_settings(recorded, {"resize": None, "seed": 0}) == ["seed"]
+    assert differing_settings(recorded, {"extra": True}) == ["extra"]
+    assert differing_settings({"sigma": "0.25"}, {"sigma": 0.25}) == ["sigma"]
 
 
 def test_shards_merge_in_single_process_order(tmp_path) -> None:
