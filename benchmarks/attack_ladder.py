@@ -22,6 +22,12 @@ with noise seeded by (--seed, its first idx), and predict's noise for an image i
 starts from the same random points and is judged on the same noise. ``ladder.tsv`` (one row
 per rung) and ``ladder.png`` are rewritten from the results files at the end.
 
+--time-limit (or SIGTERM) stops the ladder cleanly before a chunk of --attack-batch images that
+would end past the limit at the pace of the last chunk (its units of work: forward-backward
+passes of one image, predict's n forward passes counting n / 3), but never before the run's
+first chunk; the table is then written by the rerun that finishes. A process that is killed
+loses at most the chunk at hand, so a smaller --attack-batch loses less.
+
 Cost: a rung of m draws, s steps and r restarts is worth m * s * r forward-backward passes per
 image (the strongest default rung 64,000). Rungs that differ only in restarts share one attack
 with the most restarts (an attack with 1 restart is the first run of one with 5, to the bit), so
@@ -55,8 +61,11 @@ from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
 from certify.attacks.pgd import parse_epsilon
 from certify.attacks.smoothed import OBJECTIVES
+from certify.cli.common import add_time_limit
+from certify.fast import FastOptions, accelerate
 from certify.files import write_atomically
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile
+from certify.runner import StopSignal
 from certify.selection import image_generator, selected_indices
 from encoders import load_classifier
 from encoders.data import load_dataset
@@ -131,13 +140,29 @@ def rung_settings(rung: Rung, args: argparse.Namespace, device: torch.device) ->
             "eot_samples": rung.eot_samples, "steps": rung.steps, "restarts": rung.restarts,
             "n": args.n, "alpha": args.alpha, "batch": args.batch,
             "attack_batch": args.attack_batch, "skip": args.skip, "max": args.max,
-            "seed": args.seed, "device": device.type}
+            "seed": args.seed, "device": device.type, "channels_last": args.channels_last}
+
+
+@dataclass
+class Pace:
+    """Seconds a unit of work took in the last chunk of this run (0 before the first): a unit
+    is one image's forward-backward pass, and predict's n forward passes count n / 3 of them."""
+
+    seconds_per_unit: float = 0.0
+
+    @staticmethod
+    def work(lacking: list[Rung], images: int, n: int) -> float:
+        """A chunk's units: the attack with the most restarts a lacking rung needs, then predict
+        for each lacking rung."""
+        return images * (max(rung.cost for rung in lacking) + len(lacking) * n / 3)
 
 
 def run_group(group: list[Rung], model: torch.nn.Module, dataset, indices: list[int],
-              args: argparse.Namespace, device: torch.device) -> dict[Rung, tuple[int, int]]:
+              args: argparse.Namespace, device: torch.device, stop: StopSignal,
+              pace: Pace) -> dict[Rung, tuple[int, int]]:
     """Attack and predict every selected image that a rung's file lacks; (correct, images) of
-    each rung.
+    each rung. Before each chunk of images it asks ``stop`` whether the chunk, at ``pace``,
+    would end past the time limit, and returns early if so (or after SIGTERM).
 
     The rungs of a group differ only in restarts, so one attack with the most restarts that a
     lacking file needs gives the adversarial images of all of them (:meth:`PGD.after_restarts`:
@@ -152,6 +177,10 @@ def run_group(group: list[Rung], model: torch.nn.Module, dataset, indices: list[
                        if not all(idx in results.done for idx in chunk)]
             if not lacking:
                 continue
+            work = Pace.work(lacking, len(chunk), args.n)
+            if pace.seconds_per_unit and stop.before_chunk(pace.seconds_per_unit * work):
+                break  # never before the run's first chunk: each run makes some progress
+            chunk_began = time.perf_counter()
             generator = image_generator(args.seed, chunk[0], device)
             images, labels = dataset.batch(torch.tensor(chunk))
             images, labels = images.to(device), labels.to(device)
@@ -174,6 +203,7 @@ def run_group(group: list[Rung], model: torch.nn.Module, dataset, indices: list[
                                               args.batch, predict_generator(args.seed, idx, device))
                     results.append((idx, label, label_predicted, int(label_predicted == label),
                                     f"{shared + time.perf_counter() - began:.4f}"))
+            pace.seconds_per_unit = (time.perf_counter() - chunk_began) / work
     return {rung: rung_counts(args.out_dir / rung.file_name, indices) for rung in group}
 
 
@@ -259,6 +289,19 @@ def plot(summary: list[tuple[Rung, int, int]], args: argparse.Namespace, path: P
 
 
 
+def print_group(group: list[Rung], accuracy: dict[Rung, tuple[int, int]],
+                seconds: float) -> None:
+    """The table's lines of one group of rungs, with the seconds the group took."""
+    for member in group:
+        correct, total = accuracy[member]
+        low, high = accuracy_interval(correct, total)
+        m, steps, restarts = ((str(v) if member.attack != "clean" else "-")
+                              for v in (member.eot_samples, member.steps, member.restarts))
+        print(f"{member.attack:<6} {m:>4} {steps:>5} {restarts:>8} {member.cost:>7} "
+              f"{f'{correct}/{total}':>9} {correct / total:>8.3f}  [{low:.3f}, {high:.3f}]  "
+              f"{seconds:>8.1f}", flush=True)
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint or shipped model name")
@@ -284,6 +327,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=Path("results/attack_ladder"))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace rung files made with other settings")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC memory format (faster on CPUs; the rung files record it)")
+    add_time_limit(parser)
     return parser.parse_args(argv)
 
 
@@ -299,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # a script's choice; the library never picks a backend
     device = resolve_device(args.device)
-    model = load_classifier(args.model).to(device)
+    model = accelerate(load_classifier(args.model).to(device), FastOptions(args.channels_last))
     dataset = load_dataset(args.dataset, "test", args.data_root)
     indices = selected_indices(len(dataset), args.skip, args.max)
     rungs = ladder(args.eot_samples, args.steps, args.restarts)
@@ -314,22 +360,20 @@ def run(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header), flush=True)
     accuracy: dict[Rung, tuple[int, int]] = {}
-    for rung in rungs:  # by cost; a rung's group (its restart counts) runs together
-        if rung in accuracy:
-            continue
-        group = [other for other in rungs if (other.attack, other.eot_samples, other.steps)
-                 == (rung.attack, rung.eot_samples, rung.steps)]
-        began = time.perf_counter()
-        accuracy.update(run_group(group, model, dataset, indices, args, device))
-        seconds = time.perf_counter() - began
-        for member in group:
-            correct, total = accuracy[member]
-            low, high = accuracy_interval(correct, total)
-            m, steps, restarts = ((str(v) if member.attack != "clean" else "-")
-                                  for v in (member.eot_samples, member.steps, member.restarts))
-            print(f"{member.attack:<6} {m:>4} {steps:>5} {restarts:>8} {member.cost:>7} "
-                  f"{f'{correct}/{total}':>9} {correct / total:>8.3f}  [{low:.3f}, {high:.3f}]  "
-                  f"{seconds:>8.1f}", flush=True)
+    pace = Pace()
+    with StopSignal(args.time_limit, time.monotonic) as stop:
+        for rung in rungs:  # by cost; a rung's group (its restart counts) runs together
+            if rung in accuracy:
+                continue
+            group = [other for other in rungs if (other.attack, other.eot_samples, other.steps)
+                     == (rung.attack, rung.eot_samples, rung.steps)]
+            began = time.perf_counter()
+            accuracy.update(run_group(group, model, dataset, indices, args, device, stop, pace))
+            if stop.reason is not None:
+                print(f"stopped at {rung.label} ({stop.reason}); {args.out_dir} holds the rungs "
+                      "so far: rerun the same command to resume", flush=True)
+                return 0
+            print_group(group, accuracy, time.perf_counter() - began)
     summary = [(rung, *accuracy[rung]) for rung in rungs]
     converged, lines = verdict(accuracy, args.eot_samples, args.steps, args.restarts)
     print("\n".join(lines))

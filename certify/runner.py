@@ -215,8 +215,18 @@ class StopSignal:
         would end past the time limit."""
         now = self.clock()
         chunk_seconds, self.last = now - self.last, now
+        return self._stops(now + chunk_seconds)
+
+    def before_chunk(self, expected_seconds: float) -> bool:
+        """Whether to stop before a chunk expected to take ``expected_seconds``: SIGTERM
+        arrived, or the chunk would end past the time limit."""
+        return self._stops(self.clock() + expected_seconds)
+
+    def _stops(self, chunk_end: float) -> bool:
+        """Whether SIGTERM arrived or a chunk ending at clock time ``chunk_end`` passes the
+        time limit (which then becomes the reason)."""
         if (self.reason is None and self.time_limit is not None
-                and now - self.started + chunk_seconds > self.time_limit):
+                and chunk_end - self.started > self.time_limit):
             self.reason = TIME_LIMIT
         return self.reason is not None
 

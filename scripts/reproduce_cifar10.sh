@@ -32,8 +32,8 @@
 # Environment: SIGMA (0.25), RUNS (runs/cifar10: training checkpoints), DOCS (docs/cifar10:
 # results), BIN (.venv/bin), THREADS (torch threads of each command), DEVICE (cpu), MODELS
 # (encoders/pretrained), and one of two bounds on the time:
-#   TIME_LIMIT   e.g. 5.5h: each training, certify, attack and audit command stops cleanly before
-#                it, resumably
+#   TIME_LIMIT   e.g. 5.5h: each training, certify, attack, audit and ladder command stops
+#                cleanly before it, resumably
 #   DEADLINE     a time that `date -d` reads, e.g. 17:30 or "2026-12-06 08:00": those commands stop
 #                cleanly, resumably, after the last epoch or image they expect to finish by then
 #                (at least one), and no training, certify, attack, audit, ladder or adaptive
@@ -41,7 +41,8 @@
 # The scale, for a quick trial of the whole plan:
 # SIMCLR_EPOCHS (40), NOISE_EPOCHS (30), N (10000), N_LARGE (100000), SKIP (50), SKIP_LARGE (500),
 # LADDER_SKIP (200), LADDER_GRID ("--eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5"),
-# ATTACK_N (1000: predict's samples after an attack).
+# LADDER_BATCH (5 images attacked at once: a kill loses at most that chunk, about 18 min on 2
+# idle cores at the strongest rung), ATTACK_N (1000: predict's samples after an attack).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,7 @@ SKIP=${SKIP:-50}
 SKIP_LARGE=${SKIP_LARGE:-500}
 LADDER_SKIP=${LADDER_SKIP:-200}
 read -r -a LADDER_GRID <<< "${LADDER_GRID:---eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5}"
+LADDER_BATCH=${LADDER_BATCH:-5}
 ATTACK_N=${ATTACK_N:-1000}
 if [ -n "${TIME_LIMIT:-}" ] && [ -n "${DEADLINE:-}" ]; then
     echo "set TIME_LIMIT or DEADLINE, not both" >&2
@@ -83,7 +85,7 @@ starts() {  # may the long command $1 start? Not within a minute of DEADLINE
     echo "not starting $(basename "$1"): less than a minute before DEADLINE, $(date -d "@$END")"
     return 1
 }
-bounded() {  # run a training, certify, attack or audit command under TIME_LIMIT or DEADLINE
+bounded() {  # run a long command (training, certify, attack, audit, ladder) under TIME_LIMIT or DEADLINE
     starts "$1" || return 0
     if [ -n "${DEADLINE:-}" ]; then
         "$@" --time-limit "$(seconds_left)"
@@ -210,10 +212,10 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
     ladder)
         trained "$(model_file rush)"
         starts benchmarks/attack_ladder.py || continue
-        "$BIN/python" benchmarks/attack_ladder.py --model "$(model_file rush)" \
+        bounded "$BIN/python" benchmarks/attack_ladder.py --model "$(model_file rush)" \
             --dataset cifar10-jpeg --data-root "$DATA" --sigma "$SIGMA" --skip "$LADDER_SKIP" \
-            --eps 8/255 "${LADDER_GRID[@]}" --n "$ATTACK_N" --device "$DEVICE" \
-            --out-dir "$DOCS/results/ladder_sigma$SIGMA" ;;
+            --eps 8/255 "${LADDER_GRID[@]}" --n "$ATTACK_N" --attack-batch "$LADDER_BATCH" \
+            --channels-last --device "$DEVICE" --out-dir "$DOCS/results/ladder_sigma$SIGMA" ;;
     adaptive)
         for model in $(shipped); do
             [ ! -f "$DOCS/results/${SHIPPED[$model]}_adaptive.md" ] || continue

@@ -71,9 +71,14 @@ def test_time_limit_and_deadline_together_and_an_unreadable_deadline_exit_2(plan
 
 def test_the_deadline_bounds_every_long_command_of_every_shipped_model(plan) -> None:
     ship(plan, "cohen", "rush")
-    result, calls = plan("certify", "attack", "audit", DEADLINE=in_seconds(7200))
+    result, calls = plan("certify", "attack", "audit", "ladder", DEADLINE=in_seconds(7200))
     assert result.returncode == 0, result.stderr
     results = plan.folders["DOCS"] / "results"
+    *calls, ladder = calls
+    assert ladder[1] == "benchmarks/attack_ladder.py"
+    assert (flag(ladder, "--out-dir"), flag(ladder, "--attack-batch")) == (
+        f"{results}/ladder_sigma0.25", "5")
+    assert 7100 < int(flag(ladder, "--time-limit")) <= 7200
     outs = [(call[0], flag(call, "--model"), flag(call, "--n"), flag(call, "--out"))
             for call in calls]
     models = plan.folders["MODELS"]
