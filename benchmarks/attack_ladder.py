@@ -61,11 +61,10 @@ from certify.analysis import accuracy_interval
 from certify.attacks import EOTPGD, NORMS, PGD, NaiveSmoothedPGD, PGDConfig
 from certify.attacks.pgd import parse_epsilon
 from certify.attacks.smoothed import OBJECTIVES
-from certify.cli.common import add_time_limit
 from certify.fast import FastOptions, accelerate
 from certify.files import write_atomically
 from certify.results import COHEN_PREDICT_COLUMNS, ResultsFile
-from certify.runner import StopSignal
+from certify.runner import StopSignal, parse_duration
 from certify.selection import image_generator, selected_indices
 from encoders import load_classifier
 from encoders.data import load_dataset
@@ -329,7 +328,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="replace rung files made with other settings")
     parser.add_argument("--channels-last", action="store_true",
                         help="NHWC memory format (faster on CPUs; the rung files record it)")
-    add_time_limit(parser)
+    parser.add_argument("--time-limit", type=parse_duration, default=None,
+                        help="stop cleanly before a chunk of images that would end past this "
+                             "much wall time (seconds, or 45m, 5.5h); rerun to resume")
     return parser.parse_args(argv)
 
 

@@ -57,6 +57,21 @@ SHARDED_BATCH = 1000
 """The batch size of sharded runs that name none: every shard must draw the same noise."""
 TIME_LIMIT = "time limit"
 SIGTERM = "SIGTERM"
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """The seconds of a time limit written in seconds or with a unit: 90s, 45m, 5.5h, 2d.
+
+    Raises:
+        ValueError: if it is not a finite number > 0, with or without one of those units.
+    """
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _SECONDS_PER_UNIT else text
+    seconds = float(number) * _SECONDS_PER_UNIT.get(unit, 1)
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"expected a duration > 0 such as 3600, 45m or 5.5h, got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -197,16 +197,13 @@ def epsilon(text: str) -> float:
             f"expected a number > 0 such as 0.5 or 8/255, got {text!r}") from None
 
 
-_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def duration(text: str) -> float:
-    """argparse type: a time span > 0 in seconds, or with a unit: 90s, 45m, 5.5h, 2d."""
-    unit = text[-1:].lower()
-    scale = _SECONDS_PER_UNIT.get(unit, 1)
-    number = text[:-1] if unit in _SECONDS_PER_UNIT else text
-    return _argument(number, lambda value: float(value) * scale,
-                     lambda value: 0 < value < math.inf, "a duration > 0 such as 3600, 45m or 5.5h")
+    """argparse type: a time span > 0 in seconds, or with a unit: 90s, 45m, 5.5h, 2d
+    (:func:`certify.runner.parse_duration`)."""
+    from certify.runner import parse_duration
+
+    return _argument(text, parse_duration, lambda value: True,
+                     "a duration > 0 such as 3600, 45m or 5.5h")
 
 
 def add_time_limit(parser: argparse.ArgumentParser) -> None:
