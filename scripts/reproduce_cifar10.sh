@@ -16,10 +16,11 @@
 #                models shipped in the wheel); every later step evaluates these copies
 #   evaluate     clean and noisy accuracy of the shipped classifiers; the encoder's linear probe
 #   certify      every 50th test image (200) at n = 10,000; the RUSH model's every 500th at 100,000
-#   figure       the curves and the table of docs/cifar10/
+#   figure       the curves and the table of docs/cifar10/, with the models paired image by image
 #   attack       the 200 images under PGD on the base classifier, naive PGD and EOT-PGD (32 draws)
 #                on the smoothed one: L-inf 8/255, L2 0.25 / 0.5 / 1.0; predict at n = 1,000
-#   claim        the table of the RUSH claim: accuracies with intervals, naive vs EOT paired
+#   claim        the table of the RUSH claim: accuracies with intervals, naive vs EOT paired,
+#                and every two models paired under each attack
 #   audit        every certificate attacked with L2 EOT-PGD just inside its radius
 #   ladder       the RUSH model's attack ladder on every 200th test image (50): EOT draws 1 / 8 /
 #                32 / 128, steps 20 / 100, restarts 1 / 5
@@ -184,7 +185,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         fi
         "$BIN/certify-plot" "${files[@]}" tests/data/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv \
             --labels "${labels[@]}" "Cohen et al. ResNet-110 (original, 500 images, n = 100,000)" \
-            --radii 0 0.25 0.5 0.75 1 --title "CIFAR-10, sigma = $SIGMA" \
+            --radii 0 0.25 0.5 0.75 1 --paired --title "CIFAR-10, sigma = $SIGMA" \
             --out "$DOCS/certified_accuracy_sigma$SIGMA.png" > "$DOCS/results/certified_sigma$SIGMA.md"
         cat "$DOCS/results/certified_sigma$SIGMA.md" ;;
     attack)

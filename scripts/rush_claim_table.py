@@ -7,7 +7,9 @@ accuracy on the same images (the attack may have covered some of the certified i
 (:func:`certify.analysis.accuracy_interval`), and for every epsilon the exact McNemar test of
 naive PGD against EOT-PGD on the same images (:func:`certify.analysis.mcnemar_exact`). RUSH
 (arXiv 2207.05127) reported its robust accuracy under naive PGD, one noise draw per step; EOT
-averages the gradient over draws, as an attacker of a randomized defence would.
+averages the gradient over draws, as an attacker of a randomized defence would. A second table
+pairs the models: for every attack, every two models attacked on the same images, with the exact
+McNemar test of the images each keeps and the other does not (does the attack rank them apart?).
 
 Example:
     python scripts/rush_claim_table.py \\
@@ -19,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -54,17 +57,30 @@ def certified_on(certified: CertifiedResults, indices: list[int], radius: float,
     return sum(by_idx[idx] for idx in indices) / len(indices)
 
 
-def model_rows(name: str, attack_file: str, certify_file: str | None) -> list[str]:
-    """The table rows of one model."""
-    outcomes: dict[tuple[str, str, str, str], dict[int, int]] = defaultdict(dict)
+Outcomes = dict[tuple[str, str, str, str], dict[int, int]]
+"""(classifier, attack, norm, eps) -> {idx: 1 if still classified correctly, else 0}."""
+
+
+def read_outcomes(attack_file: str) -> Outcomes:
+    """The per-image outcomes of a ``certify-attack`` results file."""
+    outcomes: Outcomes = defaultdict(dict)
     for row in read_rows(attack_file):
         key = (row["classifier"], row["attack"], row["norm"], row["eps"])
         outcomes[key][int(row["idx"])] = int(row["correct"])
+    return outcomes
+
+
+def table_order(outcomes: Outcomes) -> list[tuple[str, str, str, str]]:
+    """Clean first, then each norm by epsilon; within one, base PGD, naive PGD, EOT-PGD."""
+    return sorted(outcomes, key=lambda key: (key[2] != "-", key[2], float(key[3]),
+                                             ATTACK_ORDER[key[1]], key[0]))
+
+
+def model_rows(name: str, outcomes: Outcomes, certify_file: str | None) -> list[str]:
+    """The table rows of one model."""
     certified = read_results(certify_file) if certify_file else None
     rows = []
-    ordered = sorted(outcomes, key=lambda key: (key[2] != "-", key[2], float(key[3]),
-                                                ATTACK_ORDER[key[1]], key[0]))
-    for classifier, attack, norm, eps in ordered:
+    for classifier, attack, norm, eps in table_order(outcomes):
         per_image = outcomes[(classifier, attack, norm, eps)]
         indices = sorted(per_image)
         paired = ""
@@ -83,6 +99,26 @@ def model_rows(name: str, attack_file: str, certify_file: str | None) -> list[st
     return rows
 
 
+def paired_rows(models: list[tuple[str, Outcomes]]) -> list[str]:
+    """For every attack, every two models attacked on the same images: both accuracies and the
+    exact McNemar test of the images robust on one model only."""
+    rows = []
+    for key in table_order(models[0][1]):
+        classifier, attack, norm, eps = key
+        for (name_a, a), (name_b, b) in itertools.combinations(models, 2):
+            if key not in b or sorted(a[key]) != sorted(b[key]):
+                continue
+            indices = sorted(a[key])
+            outcomes_a = [a[key][i] for i in indices]
+            outcomes_b = [b[key][i] for i in indices]
+            test = mcnemar_exact(outcomes_a, outcomes_b)
+            rows.append(f"| {classifier} | {attack} | {norm} | {eps_label(norm, eps)} | "
+                        f"{len(indices)} | {name_a} vs {name_b} | {_cell(outcomes_a)} | "
+                        f"{_cell(outcomes_b)} | {test.only_a} / {test.only_b}, "
+                        f"p = {test.p_value:.2g} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", nargs="+", action="append", required=True,
@@ -93,10 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| model | classifier | attack | norm | eps | images | accuracy [95% CI] | "
              "certified | naive vs EOT: images robust to one only (exact McNemar) |",
              "|---|---|---|---|---|---|---|---|---|"]
+    models = []
     for spec in args.model:
         if len(spec) not in (2, 3):
             parser.error("--model takes NAME ATTACK_FILE [CERTIFY_FILE]")
-        lines += model_rows(spec[0], spec[1], spec[2] if len(spec) == 3 else None)
+        models.append((spec[0], read_outcomes(spec[1])))
+        lines += model_rows(spec[0], models[-1][1], spec[2] if len(spec) == 3 else None)
+    paired = paired_rows(models)
+    if paired:
+        lines += ["", "| classifier | attack | norm | eps | images | models A vs B | A: accuracy "
+                  "[95% CI] | B: accuracy [95% CI] | robust on A only / on B only "
+                  "(exact McNemar) |", "|---|---|---|---|---|---|---|---|---|", *paired]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

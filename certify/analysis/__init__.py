@@ -1,6 +1,6 @@
 """Analysis of certification results: reading results files, certified accuracy, average certified
 radius, the envelope over noise levels, confidence intervals of accuracies, the exact paired test
-of two attacks, and the tables papers print.
+of two attacks or two models, and the tables papers print.
 
 Example:
     >>> from certify.analysis import certified_accuracy, read_results, summarize
@@ -21,7 +21,7 @@ from certify.analysis.metrics import (
     envelope_curve,
     summarize,
 )
-from certify.analysis.paired import PairedTest, mcnemar_exact
+from certify.analysis.paired import PairedTest, mcnemar_exact, paired_certified
 from certify.analysis.reader import (
     COLUMNS,
     CertifiedResults,
@@ -29,7 +29,12 @@ from certify.analysis.reader import (
     read_results,
     sigma_of,
 )
-from certify.analysis.tables import TABLE_STYLES, certified_accuracy_table, short_number
+from certify.analysis.tables import (
+    TABLE_STYLES,
+    certified_accuracy_table,
+    paired_certified_table,
+    short_number,
+)
 
 __all__ = [
     "COLUMNS",
@@ -45,6 +50,8 @@ __all__ = [
     "envelope",
     "envelope_curve",
     "mcnemar_exact",
+    "paired_certified",
+    "paired_certified_table",
     "parse_seconds",
     "read_results",
     "short_number",

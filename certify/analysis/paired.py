@@ -1,21 +1,26 @@
-"""The exact McNemar test: do two attacks on the same images leave different accuracies?
+"""The exact McNemar test: do two attacks, or two models, on the same images differ in accuracy?
 
-Two attacks evaluated on the same n images give paired outcomes. Only the discordant images
-tell them apart: b images survive attack A but not B, c survive B but not A. Under the null
-hypothesis that both attacks leave the same accuracy, each discordant image is equally likely to
-fall either way, so b ~ Binomial(b + c, 1/2) (McNemar, Psychometrika 1947; the exact form in
-Fagerland, Lydersen and Laake, BMC Med. Res. Methodol. 2013). Unpaired intervals of the two
-accuracies overlap far more often than this test fails to separate them.
+Two attacks on the same n images give paired outcomes, and so do two models certified on them.
+Only the discordant images tell them apart: b images survive attack A but not B, c survive B but
+not A. Under the null hypothesis that both attacks leave the same accuracy, each discordant image
+is equally likely to fall either way, so b ~ Binomial(b + c, 1/2) (McNemar, Psychometrika 1947;
+the exact form in Fagerland, Lydersen and Laake, BMC Med. Res. Methodol. 2013). Unpaired intervals
+of the two accuracies overlap far more often than this test fails to separate them.
 
 Example:
     >>> mcnemar_exact([1, 1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 0])
     PairedTest(only_a=6, only_b=0, p_value=0.03125)
+    >>> paired_certified(read_results("rush.tsv"), read_results("baseline.tsv"), radius=0.5)
+    PairedTest(only_a=15, only_b=7, p_value=0.134)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import NamedTuple
+
+from certify.analysis.reader import CertifiedResults
+from certify.checks import check_non_negative
 
 
 class PairedTest(NamedTuple):
@@ -58,3 +63,41 @@ def mcnemar_exact(correct_a: Sequence[int | bool], correct_b: Sequence[int | boo
     both = sum(1 for a, b in pairs if a and b)
     table = [[both, only_a], [only_b, len(pairs) - both - only_a - only_b]]
     return PairedTest(only_a, only_b, float(mcnemar(table, exact=True).pvalue))
+
+
+def same_images(results_a: CertifiedResults, results_b: CertifiedResults) -> bool:
+    """Whether two results files hold rows for exactly the same image indices."""
+    return set(results_a.idx.tolist()) == set(results_b.idx.tolist())
+
+
+def paired_certified(results_a: CertifiedResults, results_b: CertifiedResults,
+                     radius: float) -> PairedTest:
+    """The exact McNemar test of two results files' certified accuracy at one radius.
+
+    An image counts for a file when it is certified correctly at ``radius``: predicted right with
+    certified radius >= ``radius`` (Cohen et al. 2019's certified accuracy, abstentions wrong).
+    Images are paired by their index, so the files may list them in any order.
+
+    Args:
+        results_a: certification results of model A.
+        results_b: those of model B, on the same images (the same set of idx).
+        radius: the L2 radius, finite and >= 0.
+
+    Returns:
+        ``only_a`` (images certified at ``radius`` by A only), ``only_b`` and the two-sided exact
+        p-value, as :func:`mcnemar_exact`.
+
+    Raises:
+        ValueError: if radius is negative or not finite, or the files hold different images.
+    """
+    check_non_negative("radius", radius)
+    if not same_images(results_a, results_b):
+        unpaired = sorted(set(results_a.idx.tolist()) ^ set(results_b.idx.tolist()))
+        raise ValueError(f"results_a and results_b must hold the same images; {len(unpaired)} "
+                         f"idx are in one only, e.g. {unpaired[:5]}")
+    outcomes = []
+    for results in (results_a, results_b):
+        certified = results.correct.astype(bool) & (results.radius >= radius)  # (N,)
+        by_idx = dict(zip(results.idx.tolist(), certified.tolist()))
+        outcomes.append([int(by_idx[idx]) for idx in sorted(by_idx)])
+    return mcnemar_exact(*outcomes)

@@ -1,5 +1,6 @@
 """The tables papers print: certified accuracy at chosen radii, one row per results, in Markdown or
-LaTeX, with the best entry of each column in bold (as in Cohen et al. 2019, Table 1).
+LaTeX, with the best entry of each column in bold (as in Cohen et al. 2019, Table 1); and the
+paired comparison of every two of them certified on the same images (exact McNemar tests).
 
 Example:
     >>> print(certified_accuracy_table({"σ = 0.25": results_025, "σ = 0.50": results_050},
@@ -12,11 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from certify.analysis.metrics import average_certified_radius, certified_accuracy
+from certify.analysis.metrics import _check_radii, average_certified_radius, certified_accuracy
+from certify.analysis.paired import paired_certified, same_images
 from certify.analysis.reader import CertifiedResults
 
 TABLE_STYLES = ("markdown", "latex")
@@ -83,6 +86,52 @@ def certified_accuracy_table(
     return _latex(list(results_by_label), headers, cells)
 
 
+def paired_certified_table(
+    results_by_label: Mapping[str, CertifiedResults],
+    radii: Sequence[float],
+    *,
+    style: str = "markdown",
+) -> str:
+    """Every two results files over the same images, compared image by image at each radius.
+
+    A row ``A vs B`` holds, per radius, ``a / b (p = ...)``: a images certified correctly at that
+    radius by A and not by B, b the other way, and the two-sided p-value of the exact McNemar test
+    (:func:`certify.analysis.paired_certified`). Unpaired confidence intervals of two certified
+    accuracies on the same images overlap far more often than this test fails to separate them.
+    Files over other images (another selection, another data set's indices) are paired with
+    none; rows follow the order of ``results_by_label``.
+
+    Args:
+        results_by_label: row label -> results, as for :func:`certified_accuracy_table`.
+        radii: L2 radii, each finite and >= 0.
+        style: ``"markdown"`` or ``"latex"``.
+
+    Returns:
+        The table, ending in a newline; the empty string if no two files hold the same images.
+
+    Raises:
+        ValueError: if radii are invalid or style is out of range.
+    """
+    if style not in TABLE_STYLES:
+        raise ValueError(f"style must be one of {', '.join(TABLE_STYLES)}, got {style!r}")
+    _check_radii(radii)
+    labels, cells = [], []
+    for (label_a, a), (label_b, b) in itertools.combinations(results_by_label.items(), 2):
+        if not same_images(a, b):
+            continue
+        labels.append(f"{label_a} vs {label_b}")
+        tests = [paired_certified(a, b, float(radius)) for radius in radii]
+        cells.append([f"{test.only_a} / {test.only_b} (p = {test.p_value:.2g})"
+                      for test in tests])
+    if not labels:
+        return ""
+    headers = [f"r = {short_number(radius)}" for radius in radii]
+    corner = "certified by A only / by B only (exact McNemar p)"
+    if style == "markdown":
+        return _markdown(labels, headers, cells, corner)
+    return _latex(labels, headers, cells, corner)
+
+
 def short_number(value: float) -> str:
     """A radius or sigma as papers print it: two decimals (0.00, 0.25, 0.50) unless more are needed
     to print it exactly (0.125)."""
@@ -95,25 +144,30 @@ def _bold(text: str, is_best: bool, style: str) -> str:
     return f"**{text}**" if style == "markdown" else rf"\textbf{{{text}}}"
 
 
-def _markdown(labels: list[str], headers: list[str], cells: list[list[str]]) -> str:
-    lines = ["|  | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+def _markdown(labels: list[str], headers: list[str], cells: list[list[str]],
+              corner: str = "") -> str:
+    lines = [f"| {corner} | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for label, row in zip(labels, cells):
         escaped = label.replace("|", r"\|")
         lines.append(f"| {escaped} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _latex(labels: list[str], headers: list[str], cells: list[list[str]]) -> str:
+def _latex(labels: list[str], headers: list[str], cells: list[list[str]],
+           corner: str = "") -> str:
     lines = [
         r"\begin{tabular}{l" + "r" * len(headers) + "}",
         r"\hline",
-        " & "
+        _latex_text(corner) + " & "
         + " & ".join(f"${header}$" if header != "ACR" else header for header in headers)
         + r" \\",
         r"\hline",
     ]
     for label, row in zip(labels, cells):
-        escaped = "".join(_LATEX_SPECIALS.get(char, char) for char in label)
-        lines.append(f"{escaped} & " + " & ".join(row) + r" \\")
+        lines.append(f"{_latex_text(label)} & " + " & ".join(row) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def _latex_text(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)

@@ -4,13 +4,16 @@ Each results file (Cohen et al.'s format, as written by ``certify``) becomes one
 its sigma, read from the settings file ``certify`` writes beside it or from a ``sigma0.25`` /
 ``sigma_0.25`` in its name (``--labels`` overrides). The figure's format follows the extension of
 ``--out`` (PNG, PDF or SVG); ``--radii`` prints the table of certified accuracy at those radii,
-the best entry of each column in bold, in Markdown or with ``--latex`` in LaTeX.
+the best entry of each column in bold, in Markdown or with ``--latex`` in LaTeX; ``--paired`` adds
+the exact McNemar test of every two files over the same images at those radii (images certified
+by one only, by the other only, and the p-value).
 
 Examples:
     certify-plot results/*_sigma*.tsv --envelope --out docs/certified_accuracy_digits.png
     certify-plot sigma_0.12 sigma_0.25 sigma_0.50 sigma_1.00 --radii 0 0.25 0.5 0.75 1 --latex
     certify-plot a.tsv b.tsv --labels "SimCLR + noise" "supervised" --out curve.pdf
     certify-plot tests/data/cohen2019/*.tsv --radii 0 0.5 1 --out c.svg
+    certify-plot baseline.tsv rush.tsv --labels baseline RUSH --radii 0 0.25 0.5 0.75 --paired
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from certify.analysis import (
     CertifiedResults,
     certified_accuracy_table,
+    paired_certified_table,
     read_results,
     short_number,
     sigma_of,
@@ -70,6 +74,11 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--latex", action="store_true", help="print the table in LaTeX instead of Markdown"
     )
+    parser.add_argument(
+        "--paired", action="store_true",
+        help="below the table, compare every two results files over the same images at those "
+             "radii: images certified by one only, by the other only, exact McNemar p",
+    )
     parser.add_argument("--title", default=None, help="a title for the figure")
     parser.add_argument(
         "--dpi",
@@ -106,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in {', '.join(FIGURE_FORMATS)}, got {args.out.name!r}")
     if args.latex and args.radii is None:
         raise UserError("--latex formats the table, which needs --radii R [R ...]")
+    if args.paired and args.radii is None:
+        raise UserError("--paired compares the files at radii, which needs --radii R [R ...]")
     if not MIN_DPI <= args.dpi <= MAX_DPI:
         raise UserError(f"--dpi must be an integer from {MIN_DPI} to {MAX_DPI} (the figure is "
                         f"6.4 in wide: {64 * MIN_DPI // 10} to {64 * MAX_DPI // 10} px), "
@@ -113,7 +124,14 @@ def run(args: argparse.Namespace) -> int:
     results_by_label = load_labelled(args.results, args.labels)
     if args.radii is not None:
         style = "latex" if args.latex else "markdown"
-        print(certified_accuracy_table(results_by_label, args.radii, style=style), end="")
+        table = certified_accuracy_table(results_by_label, args.radii, style=style)
+        if args.paired:
+            paired = paired_certified_table(results_by_label, args.radii, style=style)
+            if not paired:
+                raise UserError("--paired compares results files over the same images, and no "
+                                "two of these hold the same images")
+            table += "\n" + paired
+        print(table, end="")
     if args.out is not None:
         import matplotlib
 

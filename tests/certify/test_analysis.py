@@ -17,6 +17,7 @@ from certify.analysis import (
     certified_accuracy_table,
     envelope,
     envelope_curve,
+    paired_certified_table,
     parse_seconds,
     read_results,
     sigma_of,
@@ -245,6 +246,29 @@ def test_latex_table_escapes_labels_and_marks_the_best_entry():
         "\\hline\n"
         "\\end{tabular}\n"
     )
+
+
+def test_paired_table_compares_every_two_results_over_the_same_images():
+    # Certified correctly at r (counted by hand from HAND_MADE and OTHER, idx 0-5):
+    # r = 0: HAND_MADE {0, 1, 2, 3}, OTHER {0, 1, 2}; r = 0.75: HAND_MADE {3}, OTHER {1, 2}.
+    # A results file over other images (idx 10-15) is paired with neither.
+    elsewhere = CertifiedResults(idx=np.arange(10, 16), label=OTHER.label, predict=OTHER.predict,
+                                 radius=OTHER.radius, correct=OTHER.correct, time=OTHER.time)
+    table = paired_certified_table({"a": HAND_MADE, "b|c": OTHER, "far": elsewhere}, [0.0, 0.75])
+    assert table == (
+        "| certified by A only / by B only (exact McNemar p) | r = 0.00 | r = 0.75 |\n"
+        "|---|---|---|\n"
+        "| a vs b\\|c | 1 / 0 (p = 1) | 1 / 2 (p = 1) |\n"
+    )
+    latex = paired_certified_table({"a_1": HAND_MADE, "b": OTHER}, [0.0], style="latex")
+    assert latex.splitlines()[2:5] == [
+        "certified by A only / by B only (exact McNemar p) & $r = 0.00$ \\\\", "\\hline",
+        "a\\_1 vs b & 1 / 0 (p = 1) \\\\"]
+    assert paired_certified_table({"a": HAND_MADE, "far": elsewhere}, [0.0]) == ""
+    with pytest.raises(ValueError, match="radii"):
+        paired_certified_table({"a": HAND_MADE, "b": OTHER}, [])
+    with pytest.raises(ValueError, match="style"):
+        paired_certified_table({"a": HAND_MADE, "b": OTHER}, [0.0], style="html")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 import certify.plot
-from certify.analysis import certified_accuracy_table, read_results
+from certify.analysis import certified_accuracy_table, paired_certified_table, read_results
 from certify.cli.plot import main
 from certify.results import settings_path
 
@@ -117,6 +117,18 @@ def test_table_in_markdown_and_latex(results_files, capsys):
     assert stdout == certified_accuracy_table(expected, radii, style="latex")
 
 
+def test_paired_flag_adds_the_paired_table_below(results_files, capsys):
+    radii = [0.0, 0.5]
+    expected = {f"σ = {sigma}": read_results(path) for sigma, path in zip(ROWS, results_files)}
+    status, stdout, _ = run_cli([*results_files, "--radii", *radii, "--paired"], capsys)
+    assert status == 0
+    assert stdout == (certified_accuracy_table(expected, radii) + "\n"
+                      + paired_certified_table(expected, radii))
+    # Counted by hand from ROWS: sigma 0.25 certifies images 0, 2 and 3 correctly at r = 0 and 0
+    # and 2 at 0.5; sigma 1.00 image 0 at both. Two discordant images: p = 2 * (1 / 2) ** 2.
+    assert "| σ = 0.25 vs σ = 1.00 | 2 / 0 (p = 0.5) | 1 / 0 (p = 1) |" in stdout
+
+
 def test_labels_flag_and_the_settings_file_name_the_curves(results_files, tmp_path, capsys, drawn):
     settings_path(results_files[0]).write_text(json.dumps({"sigma": 0.125}), encoding="utf-8")
     out = tmp_path / "c.png"
@@ -140,6 +152,7 @@ BAD_RUNS = {
     "same label": (["--labels", "a", "a", "--radii", "0"], "label 'a'"),
     "negative radius": (["--radii", "-0.5"], "--radii: expected a finite number >= 0"),
     "latex without radii": (["--latex", "--out", "c.png"], "--latex"),
+    "paired without radii": (["--paired", "--out", "c.png"], "--paired"),
     "unknown flag": (["--colour", "red"], "unrecognized arguments"),
 }
 
@@ -151,6 +164,14 @@ def test_user_errors_exit_2_with_one_line(results_files, tmp_path, capsys, case)
     assert status == 2 and stdout == ""
     assert stderr.startswith("certify-plot: error: ") and stderr.count("\n") == 1
     assert problem in stderr
+
+
+def test_paired_over_no_shared_images_exits_2_and_prints_nothing(results_files, tmp_path, capsys):
+    other = tmp_path / "other_sigma0.25.tsv"
+    other.write_text(HEADER + "9\t1\t1\t0.5\t1\t1.5\t0.9\t90\t100\n", encoding="utf-8")
+    status, stdout, stderr = run_cli([results_files[0], other, "--radii", 0, "--paired"], capsys)
+    assert status == 2 and stdout == "" and stderr.count("\n") == 1
+    assert "no two of these hold the same images" in stderr
 
 
 @pytest.mark.parametrize(

@@ -68,3 +68,26 @@ def test_certify_file_lacking_an_attacked_image_is_refused(tmp_path):
 ])
 def test_l_inf_radii_in_pixel_steps_read_as_fractions_of_255(norm, eps, label):
     assert eps_label(norm, eps) == label
+
+
+def test_models_attacked_on_the_same_images_are_paired_per_attack(tmp_path):
+    # Model A keeps images 0-5 under naive PGD and 0-1 under EOT; model B keeps 0-5 and 0-5:
+    # EOT-PGD ranks B above A on 4 images, none the other way (p = 2 / 2 ** 4); naive PGD ties.
+    first = tmp_path / "a"
+    second = tmp_path / "b"
+    third = tmp_path / "c"
+    for folder in (first, second, third):
+        folder.mkdir()
+    a = _attack_file(first, [1] * 6 + [0] * 4, [1] * 2 + [0] * 8)
+    b = _attack_file(second, [1] * 6 + [0] * 4, [1] * 6 + [0] * 4)
+    other_images = _attack_file(third, [1] * 6, [1] * 6)  # images 0-5 only: paired with neither
+    out = tmp_path / "table.md"
+    assert main(["--model", "A", str(a), "--model", "B", str(b), "--model", "C",
+                 str(other_images), "--out", str(out)]) == 0
+    paired = out.read_text().split("\n\n")[1].splitlines()
+    assert paired[0].startswith("| classifier | attack | norm | eps | images | models A vs B |")
+    rows = {line.split(" | ")[1]: line for line in paired[2:]}
+    assert len(paired) == 2 + 3  # clean, naive and EOT, each A vs B only
+    assert rows["eot-pgd"] == ("| smoothed | eot-pgd | l2 | 0.5 | 10 | A vs B | 0.200 [0.025, "
+                               "0.556] | 0.600 [0.262, 0.878] | 0 / 4, p = 0.12 |")
+    assert rows["naive-pgd"].endswith("| 0 / 0, p = 1 |")
