@@ -21,7 +21,8 @@ SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 """The radii of Cohen et al.'s CIFAR-10 table, used by :func:`summarize` by default."""
 
 
-def _check_radii(radii: Sequence[float] | np.ndarray) -> np.ndarray:
+def check_radii(radii: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The radii as float64; ValueError unless a non-empty sequence of finite numbers >= 0."""
     values = np.asarray(radii, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0 or not (np.isfinite(values) & (values >= 0)).all():
         raise ValueError(f"radii must be a non-empty sequence of finite numbers >= 0, got {radii}")
@@ -51,7 +52,7 @@ def certified_accuracy(
         >>> certified_accuracy(results, [0.0, 0.5])
         array([0.748, 0.428])
     """
-    values = _check_radii(radii)
+    values = check_radii(radii)
     correct = results.correct.astype(bool)[None, :]  # (1, N)
     certified = correct & (results.radius[None, :] >= values[:, None])  # (R, N)
     return certified.mean(axis=1)

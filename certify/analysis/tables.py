@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from certify.analysis.metrics import _check_radii, average_certified_radius, certified_accuracy
+from certify.analysis.metrics import average_certified_radius, certified_accuracy, check_radii
 from certify.analysis.paired import paired_certified, same_images
 from certify.analysis.reader import CertifiedResults
 
@@ -114,7 +114,7 @@ def paired_certified_table(
     """
     if style not in TABLE_STYLES:
         raise ValueError(f"style must be one of {', '.join(TABLE_STYLES)}, got {style!r}")
-    _check_radii(radii)
+    check_radii(radii)
     labels, cells = [], []
     for (label_a, a), (label_b, b) in itertools.combinations(results_by_label.items(), 2):
         if not same_images(a, b):
