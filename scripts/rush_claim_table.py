@@ -26,7 +26,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from certify.analysis import CertifiedResults, accuracy_interval, mcnemar_exact, read_results
+from certify.analysis import (
+    CertifiedResults,
+    accuracy_interval,
+    certified_by_image,
+    mcnemar_exact,
+    read_results,
+)
 from certify.results import read_rows
 
 ATTACK_ORDER = {"clean": 0, "pgd": 1, "naive-pgd": 2, "eot-pgd": 3}
@@ -49,8 +55,7 @@ def certified_on(certified: CertifiedResults, indices: list[int], radius: float,
                  certify_file: str) -> float:
     """Certified accuracy at ``radius`` (correct, radius >= it; Cohen et al. 2019) on the images
     ``indices`` alone, so that it stands beside the attacks on the same images."""
-    by_idx = {int(idx): bool(correct) and float(reach) >= radius
-              for idx, correct, reach in zip(certified.idx, certified.correct, certified.radius)}
+    by_idx = certified_by_image(certified, radius)
     missing = sorted(set(indices) - set(by_idx))
     if missing:
         raise ValueError(f"{certify_file} does not hold the attacked images {missing[:5]}")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from certify.analysis.reader import CertifiedResults
+from certify.checks import check_non_negative
 from certify.guarantee import ABSTAIN
 
 SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -56,6 +57,18 @@ def certified_accuracy(
     correct = results.correct.astype(bool)[None, :]  # (1, N)
     certified = correct & (results.radius[None, :] >= values[:, None])  # (R, N)
     return certified.mean(axis=1)
+
+
+def certified_by_image(results: CertifiedResults, radius: float) -> dict[int, bool]:
+    """Per image index, whether it is counted in the certified accuracy at ``radius``: classified
+    correctly with certified radius >= ``radius`` (:func:`certified_accuracy`'s rule).
+
+    Raises:
+        ValueError: if radius is not a finite number >= 0.
+    """
+    check_non_negative("radius", radius)
+    certified = results.correct.astype(bool) & (results.radius >= radius)  # (N,)
+    return dict(zip(results.idx.tolist(), certified.tolist()))
 
 
 def average_certified_radius(results: CertifiedResults) -> float:

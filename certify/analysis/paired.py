@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from certify.analysis.metrics import certified_by_image
 from certify.analysis.reader import CertifiedResults
-from certify.checks import check_non_negative
 
 
 class PairedTest(NamedTuple):
@@ -90,14 +90,12 @@ def paired_certified(results_a: CertifiedResults, results_b: CertifiedResults,
     Raises:
         ValueError: if radius is negative or not finite, or the files hold different images.
     """
-    check_non_negative("radius", radius)
     if not same_images(results_a, results_b):
         unpaired = sorted(set(results_a.idx.tolist()) ^ set(results_b.idx.tolist()))
         raise ValueError(f"results_a and results_b must hold the same images; {len(unpaired)} "
                          f"idx are in one only, e.g. {unpaired[:5]}")
-    outcomes = []
-    for results in (results_a, results_b):
-        certified = results.correct.astype(bool) & (results.radius >= radius)  # (N,)
-        by_idx = dict(zip(results.idx.tolist(), certified.tolist()))
-        outcomes.append([int(by_idx[idx]) for idx in sorted(by_idx)])
-    return mcnemar_exact(*outcomes)
+    certified_a = certified_by_image(results_a, radius)
+    certified_b = certified_by_image(results_b, radius)
+    indices = sorted(certified_a)
+    return mcnemar_exact([int(certified_a[idx]) for idx in indices],
+                         [int(certified_b[idx]) for idx in indices])

@@ -15,6 +15,7 @@ from certify.analysis import (
     certified_accuracy,
     certified_accuracy_curve,
     certified_accuracy_table,
+    certified_by_image,
     envelope,
     envelope_curve,
     paired_certified_table,
@@ -246,6 +247,15 @@ def test_latex_table_escapes_labels_and_marks_the_best_entry():
         "\\hline\n"
         "\\end{tabular}\n"
     )
+
+
+def test_certified_by_image_follows_the_certified_accuracy_rule():
+    # HAND_MADE at 0.3: images 1, 2 (radius exactly 0.3) and 3 correct; 4 wrong at 0.9; 5 abstains.
+    by_image = certified_by_image(HAND_MADE, 0.3)
+    assert by_image == {0: False, 1: True, 2: True, 3: True, 4: False, 5: False}
+    assert sum(by_image.values()) / len(by_image) == certified_accuracy(HAND_MADE, [0.3])[0]
+    with pytest.raises(ValueError, match="radius"):
+        certified_by_image(HAND_MADE, -0.1)
 
 
 def test_paired_table_compares_every_two_results_over_the_same_images():
