@@ -24,6 +24,7 @@ import argparse
 import itertools
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from certify.analysis import (
@@ -75,10 +76,10 @@ def read_outcomes(attack_file: str) -> Outcomes:
     return outcomes
 
 
-def table_order(outcomes: Outcomes) -> list[tuple[str, str, str, str]]:
+def table_order(keys: Iterable[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
     """Clean first, then each norm by epsilon; within one, base PGD, naive PGD, EOT-PGD."""
-    return sorted(outcomes, key=lambda key: (key[2] != "-", key[2], float(key[3]),
-                                             ATTACK_ORDER[key[1]], key[0]))
+    return sorted(set(keys), key=lambda key: (key[2] != "-", key[2], float(key[3]),
+                                              ATTACK_ORDER[key[1]], key[0]))
 
 
 def model_rows(name: str, outcomes: Outcomes, certify_file: str | None) -> list[str]:
@@ -108,10 +109,10 @@ def paired_rows(models: list[tuple[str, Outcomes]]) -> list[str]:
     """For every attack, every two models attacked on the same images: both accuracies and the
     exact McNemar test of the images robust on one model only."""
     rows = []
-    for key in table_order(models[0][1]):
+    for key in table_order(key for _, outcomes in models for key in outcomes):
         classifier, attack, norm, eps = key
         for (name_a, a), (name_b, b) in itertools.combinations(models, 2):
-            if key not in b or sorted(a[key]) != sorted(b[key]):
+            if key not in a or key not in b or sorted(a[key]) != sorted(b[key]):
                 continue
             indices = sorted(a[key])
             outcomes_a = [a[key][i] for i in indices]
