@@ -183,8 +183,12 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             files+=("$large")
             labels+=("${LABEL[rush]} (JPEG copy, $((10000 / SKIP_LARGE)) images, n = $N_LARGE)")
         fi
-        "$BIN/certify-plot" "${files[@]}" tests/data/cohen2019/cifar10_resnet110_noise0.25_sigma0.25.tsv \
-            --labels "${labels[@]}" "Cohen et al. ResNet-110 (original, 500 images, n = 100,000)" \
+        published=tests/data/cohen2019/cifar10_resnet110_noise${SIGMA}_sigma$SIGMA.tsv
+        if [ -f "$published" ]; then  # Cohen et al.'s row beside ours, at the same sigma only
+            files+=("$published")
+            labels+=("Cohen et al. ResNet-110 (original, 500 images, n = 100,000)")
+        fi
+        "$BIN/certify-plot" "${files[@]}" --labels "${labels[@]}" \
             --radii 0 0.25 0.5 0.75 1 --paired --title "CIFAR-10, sigma = $SIGMA" \
             --out "$DOCS/certified_accuracy_sigma$SIGMA.png" > "$DOCS/results/certified_sigma$SIGMA.md"
         cat "$DOCS/results/certified_sigma$SIGMA.md" ;;
