@@ -48,9 +48,9 @@ def plan(tmp_path: Path):
     return run
 
 
-def ship(plan, *names: str) -> None:
+def ship(plan, *names: str, sigma: str = "0.25") -> None:
     for name in names:
-        (plan.folders["MODELS"] / f"cifar10-{name}-sigma0.25.pt").write_text("weights")
+        (plan.folders["MODELS"] / f"cifar10-{name}-sigma{sigma}.pt").write_text("weights")
 
 
 def flag(call: list[str], name: str) -> str:
@@ -155,3 +155,30 @@ def test_unpack_brings_back_what_the_runs_folder_lacks(plan) -> None:
     assert sorted(path.name for path in runs.iterdir()) == [
         "rush-consistency-r20-sigma0.25.pt.partial", "rush-r20-sigma0.25.pt", "simclr-r20.pt"]
     assert (runs / "rush-r20-sigma0.25.pt").read_text() == "finished here"
+
+
+@pytest.mark.parametrize("sigma, radii, curve_radii, published", [
+    ("0.25", "0 0.25 0.5 0.75 1", "0.25 0.5 0.75", "noise0.25_sigma0.25"),
+    ("0.5", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2", "0.25 0.5 0.75 1 1.25 1.5", "noise0.50_sigma0.50"),
+    ("1.0", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2 2.25 2.5 2.75 3 3.25 3.5 3.75 4",
+     "0.25 0.5 0.75 1 1.25 1.5 1.75 2 2.25 2.5 2.75 3", None),
+])
+def test_radii_follow_sigma_and_cohens_row_is_drawn_only_at_its_own_sigma(
+        plan, sigma, radii, curve_radii, published) -> None:
+    ship(plan, "cohen", "rush", sigma=sigma)
+    result, calls = plan("figure", "adaptive", SIGMA=sigma)
+    assert result.returncode == 0, result.stderr
+    figure, *sequential = calls
+    assert figure[0] == "certify-plot" and len(sequential) == 2
+    files = figure[1:figure.index("--labels")]
+    labels = figure[figure.index("--labels") + 1:figure.index("--radii")]
+    assert len(labels) == len(files)
+    cohen = [path for path in files if "cohen2019" in path]
+    if published is None:
+        assert cohen == [] and not any("Cohen et al." in label for label in labels)
+    else:
+        assert cohen == [f"tests/data/cohen2019/cifar10_resnet110_{published}.tsv"]
+        assert labels[files.index(cohen[0])].startswith("Cohen et al. ResNet-110")
+    assert " ".join(figure[figure.index("--radii") + 1:figure.index("--paired")]) == radii
+    for call in sequential:
+        assert " ".join(call[call.index("--radii") + 1:call.index("--simulate")]) == curve_radii
