@@ -52,6 +52,8 @@ DATA=$1
 shift
 STEPS=${*:-simclr baseline rush consistency ship evaluate certify figure attack claim audit ladder adaptive}
 SIGMA=${SIGMA:-0.25}
+# in file and model names, as the digits models: sigma0.50
+SIGMA_NAME=$(awk -v s="$SIGMA" 'BEGIN { printf "%.2f", s }')
 RUNS=${RUNS:-runs/cifar10}
 DOCS=${DOCS:-docs/cifar10}
 BIN=${BIN:-.venv/bin}
@@ -108,14 +110,14 @@ DATA_FLAGS=(--dataset cifar10-jpeg --data-root "$DATA" --device "$DEVICE" --chan
 NOISE_TRAINING=(--sigma "$SIGMA" --preset cohen --epochs "$NOISE_EPOCHS" --schedule cosine)
 SIMCLR=$RUNS/simclr-r20.pt
 declare -A OUT=(
-    [baseline]=$RUNS/cohen-r20-sigma$SIGMA.pt
-    [rush]=$RUNS/rush-r20-sigma$SIGMA.pt
-    [consistency]=$RUNS/rush-consistency-r20-sigma$SIGMA.pt
+    [baseline]=$RUNS/cohen-r20-sigma$SIGMA_NAME.pt
+    [rush]=$RUNS/rush-r20-sigma$SIGMA_NAME.pt
+    [consistency]=$RUNS/rush-consistency-r20-sigma$SIGMA_NAME.pt
 )
 declare -A SHIPPED=(
-    [baseline]=cifar10-cohen-sigma$SIGMA
-    [rush]=cifar10-rush-sigma$SIGMA
-    [consistency]=cifar10-rush-consistency-sigma$SIGMA
+    [baseline]=cifar10-cohen-sigma$SIGMA_NAME
+    [rush]=cifar10-rush-sigma$SIGMA_NAME
+    [consistency]=cifar10-rush-consistency-sigma$SIGMA_NAME
 )
 
 trained() {  # a training step is done once its checkpoint exists (an unfinished one has <out>.partial)
@@ -165,7 +167,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         [ -f "$SIMCLR" ] && probe=(--encoder "$SIMCLR")
         "$BIN/python" scripts/evaluate_classifiers.py --dataset cifar10-jpeg --data-root "$DATA" \
             --sigma "$SIGMA" "${probe[@]}" --device "$DEVICE" \
-            --out "$DOCS/results/accuracy_sigma$SIGMA.md" \
+            --out "$DOCS/results/accuracy_sigma$SIGMA_NAME.md" \
             --classifiers $(for model in $(shipped); do model_file "$model"; done) ;;
     certify)
         for model in $(shipped); do
@@ -187,15 +189,15 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             files+=("$large")
             labels+=("${LABEL[rush]} (JPEG copy, $((10000 / SKIP_LARGE)) images, n = $N_LARGE)")
         fi
-        published=$(printf 'tests/data/cohen2019/cifar10_resnet110_noise%.2f_sigma%.2f.tsv' "$SIGMA" "$SIGMA")
+        published=tests/data/cohen2019/cifar10_resnet110_noise${SIGMA_NAME}_sigma$SIGMA_NAME.tsv
         if [ -f "$published" ]; then  # Cohen et al.'s row beside ours, at the same sigma only
             files+=("$published")
             labels+=("Cohen et al. ResNet-110 (original, 500 images, n = 100,000)")
         fi
         "$BIN/certify-plot" "${files[@]}" --labels "${labels[@]}" \
             --radii "${RADII[@]}" --paired --title "CIFAR-10, sigma = $SIGMA" \
-            --out "$DOCS/certified_accuracy_sigma$SIGMA.png" > "$DOCS/results/certified_sigma$SIGMA.md"
-        cat "$DOCS/results/certified_sigma$SIGMA.md" ;;
+            --out "$DOCS/certified_accuracy_sigma$SIGMA_NAME.png" > "$DOCS/results/certified_sigma$SIGMA_NAME.md"
+        cat "$DOCS/results/certified_sigma$SIGMA_NAME.md" ;;
     attack)
         for model in $(shipped); do
             bounded "$BIN/certify-attack" --model "$(model_file "$model")" "${EVAL[@]}" \
@@ -210,7 +212,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
                      "$DOCS/results/${SHIPPED[$model]}_n$N.tsv")
         done
         "$BIN/python" scripts/rush_claim_table.py "${tables[@]}" \
-            --out "$DOCS/results/rush_claim_sigma$SIGMA.md" ;;
+            --out "$DOCS/results/rush_claim_sigma$SIGMA_NAME.md" ;;
     audit)
         for model in $(shipped); do
             bounded "$BIN/certify-audit" --model "$(model_file "$model")" "${EVAL[@]}" \
@@ -224,7 +226,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         bounded "$BIN/python" benchmarks/attack_ladder.py --model "$(model_file rush)" \
             --dataset cifar10-jpeg --data-root "$DATA" --sigma "$SIGMA" --skip "$LADDER_SKIP" \
             --eps 8/255 "${LADDER_GRID[@]}" --n "$ATTACK_N" --attack-batch "$LADDER_BATCH" \
-            --channels-last --device "$DEVICE" --out-dir "$DOCS/results/ladder_sigma$SIGMA" ;;
+            --channels-last --device "$DEVICE" --out-dir "$DOCS/results/ladder_sigma$SIGMA_NAME" ;;
     adaptive)
         for model in $(shipped); do
             [ ! -f "$DOCS/results/${SHIPPED[$model]}_adaptive.md" ] || continue

@@ -157,19 +157,24 @@ def test_unpack_brings_back_what_the_runs_folder_lacks(plan) -> None:
     assert (runs / "rush-r20-sigma0.25.pt").read_text() == "finished here"
 
 
-@pytest.mark.parametrize("sigma, radii, curve_radii, published", [
-    ("0.25", "0 0.25 0.5 0.75 1", "0.25 0.5 0.75", "noise0.25_sigma0.25"),
-    ("0.5", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2", "0.25 0.5 0.75 1 1.25 1.5", "noise0.50_sigma0.50"),
-    ("1.0", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2 2.25 2.5 2.75 3 3.25 3.5 3.75 4",
+@pytest.mark.parametrize("sigma, name, radii, curve_radii, published", [
+    ("0.25", "0.25", "0 0.25 0.5 0.75 1", "0.25 0.5 0.75", "noise0.25_sigma0.25"),
+    ("0.5", "0.50", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2", "0.25 0.5 0.75 1 1.25 1.5",
+     "noise0.50_sigma0.50"),
+    ("1", "1.00", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2 2.25 2.5 2.75 3 3.25 3.5 3.75 4",
      "0.25 0.5 0.75 1 1.25 1.5 1.75 2 2.25 2.5 2.75 3", None),
 ])
-def test_radii_follow_sigma_and_cohens_row_is_drawn_only_at_its_own_sigma(
-        plan, sigma, radii, curve_radii, published) -> None:
-    ship(plan, "cohen", "rush", sigma=sigma)
+def test_radii_and_names_follow_sigma_and_cohens_row_is_drawn_only_at_its_own_sigma(
+        plan, sigma, name, radii, curve_radii, published) -> None:
+    ship(plan, "cohen", "rush", sigma=name)  # named with two decimals, as the digits models
     result, calls = plan("figure", "adaptive", SIGMA=sigma)
     assert result.returncode == 0, result.stderr
     figure, *sequential = calls
     assert figure[0] == "certify-plot" and len(sequential) == 2
+    assert flag(figure, "--out").endswith(f"/certified_accuracy_sigma{name}.png")
+    assert [flag(call, "--sigma") for call in sequential] == [sigma, sigma]
+    assert [Path(flag(call, "--model")).name for call in sequential] == [
+        f"cifar10-cohen-sigma{name}.pt", f"cifar10-rush-sigma{name}.pt"]
     files = figure[1:figure.index("--labels")]
     labels = figure[figure.index("--labels") + 1:figure.index("--radii")]
     assert len(labels) == len(files)
