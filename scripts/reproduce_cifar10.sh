@@ -40,8 +40,9 @@
 #                (at least one), and no training, certify, attack, audit, ladder or adaptive
 #                command starts less than a minute before it (the quick steps still run)
 # The scale, for a quick trial of the whole plan:
-# SIMCLR_EPOCHS (40), NOISE_EPOCHS (30), N (10000), N_LARGE (100000), SKIP (50), SKIP_LARGE (500),
-# LADDER_SKIP (200), LADDER_GRID ("--eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5"),
+# SIMCLR_EPOCHS (40), NOISE_EPOCHS (30), N (10000), N_LARGE (100000; 0: no run at the larger n),
+# SKIP (50), SKIP_LARGE (500), LADDER_SKIP (200),
+# LADDER_GRID ("--eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5"),
 # LADDER_BATCH (5 images attacked at once: a kill loses at most that chunk, about 18 min on 2
 # idle cores at the strongest rung), ATTACK_N (1000: predict's samples after an attack).
 set -euo pipefail
@@ -174,7 +175,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             bounded "$BIN/certify" --model "$(model_file "$model")" "${EVAL[@]}" --skip "$SKIP" \
                 --n "$N" --out "$DOCS/results/${SHIPPED[$model]}_n$N.tsv"
         done
-        if [ -f "$(model_file rush)" ]; then
+        if [ "$N_LARGE" != 0 ] && [ -f "$(model_file rush)" ]; then
             bounded "$BIN/certify" --model "$(model_file rush)" "${EVAL[@]}" --skip "$SKIP_LARGE" \
                 --n "$N_LARGE" --out "$DOCS/results/${SHIPPED[rush]}_n$N_LARGE.tsv"
         fi ;;

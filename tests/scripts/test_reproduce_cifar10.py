@@ -99,6 +99,13 @@ def test_the_deadline_bounds_every_long_command_of_every_shipped_model(plan) -> 
     assert [flag(call, "--skip") for call in calls] == ["50", "50", "500", "50", "50", "50", "50"]
 
 
+def test_n_large_0_leaves_out_the_run_at_the_larger_n(plan) -> None:
+    ship(plan, "cohen", "rush")
+    result, calls = plan("certify", N_LARGE="0")
+    assert result.returncode == 0, result.stderr
+    assert [(call[0], flag(call, "--n")) for call in calls] == [("certify", "10000")] * 2
+
+
 def test_no_long_command_starts_within_a_minute_of_the_deadline(plan) -> None:
     ship(plan, "cohen", "rush")
     result, calls = plan("certify", "ladder", "adaptive", "claim", DEADLINE=in_seconds(30))
