@@ -12,7 +12,8 @@ from encoders.data import load_dataset
 SHIPPED_SIGMAS = (0.12, 0.25, 0.50, 1.00)
 # The CIFAR-10 classifiers of docs/cifar10.md, shipped as each finishes training.
 CIFAR10_MODELS = ("cifar10-cohen-sigma0.25", "cifar10-rush-sigma0.25",
-                  "cifar10-rush-consistency-sigma0.25")
+                  "cifar10-rush-consistency-sigma0.25", "cifar10-cohen-sigma0.50",
+                  "cifar10-rush-sigma0.50")
 
 
 def test_list_pretrained_names_the_four_digits_models_and_the_cifar10_ones():
@@ -31,7 +32,7 @@ def test_shipped_cifar10_model_is_a_small_resnet20_of_its_sigma(name):
     metadata = encoders.read_metadata(name)
     assert (metadata["dataset"], metadata["architecture"], metadata["input_shape"]) == (
         "cifar10-jpeg", "cifar_resnet20", [3, 32, 32])
-    assert metadata["sigma"] == pytest.approx(0.25)
+    assert metadata["sigma"] == pytest.approx(float(name.rsplit("sigma", 1)[1]))
     model = encoders.load_classifier(name)
     assert not model.training and model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
