@@ -71,10 +71,14 @@ LADDER_SKIP=${LADDER_SKIP:-200}
 read -r -a LADDER_GRID <<< "${LADDER_GRID:---eot-samples 1 8 32 128 --steps 20 100 --restarts 1 5}"
 LADDER_BATCH=${LADDER_BATCH:-5}
 ATTACK_N=${ATTACK_N:-1000}
-# Radii of the curves: every 0.25 up to 4 sigma (past the largest radius n = 10,000 certifies, about
-# 3.2 sigma); the sequential modes are compared at those from 0.25 to 3 sigma.
-read -r -a RADII <<< "$(awk -v s="$SIGMA" 'BEGIN { for (r = 0; r <= 4 * s + 1e-9; r += 0.25) printf "%g ", r }')"
-read -r -a CURVE_RADII <<< "$(awk -v s="$SIGMA" 'BEGIN { for (r = 0.25; r <= 3 * s + 1e-9; r += 0.25) printf "%g ", r }')"
+radii() {  # every 0.25 from $1 up to $2 times SIGMA
+    awk -v s="$SIGMA" -v from="$1" -v to="$2" \
+        'BEGIN { for (r = from; r <= to * s + 1e-9; r += 0.25) printf "%g ", r }'
+}
+# Radii of the curves: up to 4 sigma (past the largest radius n = 10,000 certifies, about 3.2
+# sigma); the sequential modes are compared at those from 0.25 to 3 sigma.
+read -r -a RADII <<< "$(radii 0 4)"
+read -r -a CURVE_RADII <<< "$(radii 0.25 3)"
 if [ -n "${TIME_LIMIT:-}" ] && [ -n "${DEADLINE:-}" ]; then
     echo "set TIME_LIMIT or DEADLINE, not both" >&2
     exit 2
