@@ -197,7 +197,7 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
         published=tests/data/cohen2019/cifar10_resnet110_noise${SIGMA_NAME}_sigma$SIGMA_NAME.tsv
         if [ -f "$published" ]; then  # Cohen et al.'s row beside ours, at the same sigma only
             files+=("$published")
-            labels+=("Cohen et al. ResNet-110 (original, 500 images, n = 100,000)")
+            labels+=("Cohen et al. ResNet-110 (original, 500 images, n = 100,000, alpha = 0.01)")
         fi
         "$BIN/certify-plot" "${files[@]}" --labels "${labels[@]}" \
             --radii "${RADII[@]}" --paired --title "CIFAR-10, sigma = $SIGMA" \

@@ -24,9 +24,11 @@ from certify.analysis import (
     sigma_of,
     summarize,
 )
+from certify.guarantee import clopper_pearson_lower, radius_from_bound
 from certify.results import settings_path
 
-# A results file of Cohen et al.'s repository (ResNet-110, noise 0.25, certified at sigma 0.25).
+# A results file of Cohen et al.'s repository (ResNet-110, noise 0.25, certified at sigma 0.25);
+# tests/data/cohen2019/README.md gives its provenance and that of its sigma 0.5 neighbour.
 COHEN_FILE = (Path(__file__).resolve().parents[1] / "data" / "cohen2019"
               / "cifar10_resnet110_noise0.25_sigma0.25.tsv")
 
@@ -129,6 +131,25 @@ def test_cohen_file_reads_unchanged_and_reproduces_published_table():
     assert summary["accuracy"] == 0.748
     assert summary["mean_time_s"] == pytest.approx(16.9, abs=0.05)
     assert summary["num_images"] == 500
+
+
+@pytest.mark.parametrize("sigma", [0.25, 0.5])
+def test_cohen_files_largest_radii_are_those_of_alpha_0_01(sigma):
+    """Cohen et al. certified at n = 100,000 and, as they state, alpha = 0.001; yet the four
+    largest distinct radii of their results files are sigma * PhiInv of the Clopper-Pearson
+    bound at alpha = 0.01 for 100,000, 99,999, 99,998 and 99,997 votes, rounded to the three
+    significant digits the files print. At alpha = 0.001 no radius can pass
+    sigma * PhiInv(0.001 ** (1 / 100,000)), which 77 rows at sigma 0.25 (0.955 and 0.978) and 9
+    at 0.5 (1.96) do."""
+    path = COHEN_FILE.with_name(f"cifar10_resnet110_noise{sigma:.2f}_sigma{sigma:.2f}.tsv")
+    largest_first = np.unique(read_results(path).radius)[::-1]
+
+    def radius(votes: int, alpha: float) -> float:
+        return radius_from_bound(sigma, clopper_pearson_lower(votes, 100_000, alpha))
+
+    at_alpha_0_01 = [float(f"{radius(100_000 - fewer, 0.01):.3g}") for fewer in range(4)]
+    assert list(largest_first[:4]) == at_alpha_0_01
+    assert largest_first[0] > radius(100_000, 0.001) + 0.02
 
 
 def test_reader_accepts_timedelta_times_and_keeps_extra_columns(tmp_path):
