@@ -75,9 +75,14 @@ HORVATH_STAGES = (1_000, 10_000, 125_000)
 HORVATH_BETA = 0.0001
 """Horvath et al.'s default error for giving up early (their ``--beta``)."""
 CURVE_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The curve's radii unless --curve-radii says otherwise."""
 TARGET_RULES = ("clopper-pearson", "horvath", "betting")
-ADAPTIVE_RUNS = (("clopper-pearson", ()), ("betting", ()), ("clopper-pearson", CURVE_RADII),
-                 ("betting", CURVE_RADII))
+
+
+def adaptive_runs(curve_radii: tuple[float, ...]) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """(rule, curve_radii) of each adaptive run: both rules, without and with the curve's radii."""
+    return (("clopper-pearson", ()), ("betting", ()), ("clopper-pearson", curve_radii),
+            ("betting", curve_radii))
 
 
 def adaptive_name(rule: str, curve_radii: tuple[float, ...]) -> str:
@@ -272,7 +277,7 @@ def measure(model: torch.nn.Module | None, images: list, indices: list[int],
                             image_generator(args.seed, idx, device))
         voter = stand_in(fixed, x, label, args.sigma).to(device) if args.simulate else model
         pA = fixed.count / fixed.samples
-        for r in CURVE_RADII:
+        for r in sorted({*args.curve_radii, *args.radii}):  # both tables compare with fixed n
             tally.add(("fixed", r), N0 + args.n, fixed.label == label and fixed.radius >= r)
         for r in args.radii:
             wald = wald_bound(pA, float(norm.cdf(r / args.sigma)), args.alpha, args.n)
@@ -288,11 +293,11 @@ def measure(model: torch.nn.Module | None, images: list, indices: list[int],
             if fixed.label == label and fixed.radius >= r:  # where Wald's bound is a true limit
                 tally.add(("wald, certified", r), wald, False)
                 tally.add(("betting, certified", r), cert.samples, False)
-        for rule, curve_radii in ADAPTIVE_RUNS:
+        for rule, curve_radii in adaptive_runs(args.curve_radii):
             cert = certify(voter, x, args.sigma, N0, args.n, args.alpha, args.batch,
                            image_generator(args.seed, idx, device), adaptive=True,
                            tolerance=args.tolerance, rule=rule, curve_radii=curve_radii)
-            for r in CURVE_RADII:
+            for r in args.curve_radii:
                 tally.add((adaptive_name(rule, curve_radii), r), N0 + cert.samples,
                           cert.label == label and cert.radius >= r)
     return tally, time.perf_counter() - start
@@ -318,15 +323,17 @@ def target_rows(name: str, count: int, tally: Tally, radii: list[float]) -> list
     return rows
 
 
-def adaptive_rows(name: str, count: int, tally: Tally) -> list[str]:
+def adaptive_rows(name: str, count: int, tally: Tally,
+                  curve_radii: tuple[float, ...]) -> list[str]:
     rows = []
-    fixed_samples = tally.samples["fixed", 0.0]
-    for run in ("fixed", *(adaptive_name(*adaptive) for adaptive in ADAPTIVE_RUNS)):
-        curve = [tally.certified[run, r] / count for r in CURVE_RADII]
+    first = curve_radii[0]  # a run draws the same samples whatever radius it is read at
+    fixed_samples = tally.samples["fixed", first]
+    for run in ("fixed", *(adaptive_name(*adaptive) for adaptive in adaptive_runs(curve_radii))):
+        curve = [tally.certified[run, r] / count for r in curve_radii]
         gap = max(abs(tally.certified[run, r] - tally.certified["fixed", r]) / count
-                  for r in CURVE_RADII)
-        rows.append(f"| {name} | {count} | {run} | {tally.samples[run, 0.0] / count:,.0f} | "
-                    f"{fixed_samples / tally.samples[run, 0.0]:.1f}x | "
+                  for r in curve_radii)
+        rows.append(f"| {name} | {count} | {run} | {tally.samples[run, first] / count:,.0f} | "
+                    f"{fixed_samples / tally.samples[run, first]:.1f}x | "
                     + " | ".join(f"{value:.3f}" for value in curve) + f" | {100 * gap:.1f} |")
     return rows
 
@@ -338,7 +345,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--radii", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--radii", type=float, nargs="+", default=[0.25, 0.5],
+                        help="target radii of the first table")
+    parser.add_argument("--curve-radii", type=float, nargs="+", default=list(CURVE_RADII),
+                        help="the radii of the adaptive mode's curve, its curve_radii "
+                             "(default 0 0.25 0.5 0.75 1)")
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--linear-images", type=int, default=100, help="0 skips the linear row")
@@ -364,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
                              "with the same settings: its rows are the fixed-n run (with "
                              "--simulate the model is not run at all)")
     args = parser.parse_args(argv)
+    args.curve_radii = tuple(sorted(set(args.curve_radii)))
+    if args.curve_radii[0] < 0:
+        parser.error(f"--curve-radii must be at least 0, got {args.curve_radii[0]}")
     if args.certificates and not args.model:
         parser.error("--certificates needs the --model (and --dataset) that made them")
     device = torch.device(args.device)
@@ -430,9 +444,9 @@ def report(name: str, count: int, tally: Tally, args: argparse.Namespace) -> Non
     print(f"\n{name}, adaptive mode (tolerance {args.tolerance}): samples per image and "
           "certified accuracy at r\n")
     print("| model | images | run | samples/image | fewer than fixed | "
-          + " | ".join(f"r = {r:.2f}" for r in CURVE_RADII) + " | max diff (points) |")
-    print("|---|---|---|---|---|" + "---|" * len(CURVE_RADII) + "---|")
-    print("\n".join(adaptive_rows(name, count, tally)))
+          + " | ".join(f"r = {r:.2f}" for r in args.curve_radii) + " | max diff (points) |")
+    print("|---|---|---|---|---|" + "---|" * len(args.curve_radii) + "---|")
+    print("\n".join(adaptive_rows(name, count, tally, args.curve_radii)))
 
 
 if __name__ == "__main__":

@@ -76,9 +76,10 @@ radii() {  # every 0.25 from $1 up to $2 times SIGMA
         'BEGIN { for (r = from; r <= to * s + 1e-9; r += 0.25) printf "%g ", r }'
 }
 # Radii of the curves: up to 4 sigma (past the largest radius n = 10,000 certifies, about 3.2
-# sigma); the sequential modes are compared at those from 0.25 to 3 sigma.
+# sigma), which are also the curve radii of the adaptive mode; the sequential modes target those
+# from 0.25 to 3 sigma.
 read -r -a RADII <<< "$(radii 0 4)"
-read -r -a CURVE_RADII <<< "$(radii 0.25 3)"
+read -r -a TARGET_RADII <<< "$(radii 0.25 3)"
 if [ -n "${TIME_LIMIT:-}" ] && [ -n "${DEADLINE:-}" ]; then
     echo "set TIME_LIMIT or DEADLINE, not both" >&2
     exit 2
@@ -238,7 +239,8 @@ half_precision_copy(sys.argv[1], sys.argv[2])" "${OUT[$model]}" "$shipped"
             starts benchmarks/adaptive.py || break
             "$BIN/python" benchmarks/adaptive.py --model "$(model_file "$model")" \
                 --dataset cifar10-jpeg --data-root "$DATA" --skip "$SKIP" --sigma "$SIGMA" --n "$N" \
-                --radii "${CURVE_RADII[@]}" --simulate --linear-images 0 --digits-skip 0 \
+                --radii "${TARGET_RADII[@]}" --curve-radii "${RADII[@]}" --simulate \
+                --linear-images 0 --digits-skip 0 \
                 --certificates "$DOCS/results/${SHIPPED[$model]}_n$N.tsv" --device "$DEVICE" \
                 > "$DOCS/results/${SHIPPED[$model]}_adaptive.md.partial"
             mv "$DOCS/results/${SHIPPED[$model]}_adaptive.md.partial" \

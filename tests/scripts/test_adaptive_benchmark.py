@@ -1,5 +1,6 @@
 """benchmarks/adaptive.py with ``--certificates``: a ``certify`` results file stands in for the
-fixed-n run and changes no number of the tables, and one made otherwise is refused."""
+fixed-n run and changes no number of the tables, and one made otherwise is refused; target radii
+off the curve and ``--curve-radii``."""
 
 from __future__ import annotations
 
@@ -72,3 +73,25 @@ def test_certificates_made_otherwise_are_refused_with_the_difference(tmp_path, c
     with pytest.raises(SystemExit):
         benchmark_tables(capsys, "--certificates", str(fixed))
     assert "seed 1 (here 0)" in capsys.readouterr().err
+
+
+def test_target_radii_off_the_curve_and_other_curve_radii(tmp_path, capsys) -> None:
+    """A target radius that is not one of the curve's (1.25 at sigma 0.5 made the sigma 0.5 run
+    fail) is compared with fixed n all the same, and --curve-radii sets the adaptive table's
+    columns; the fixed-n cells are the results file's certified accuracy at each radius."""
+    certificates = certify_digits(tmp_path / "fixed.tsv", 1000)
+    capsys.readouterr()
+    tables = benchmark_tables(capsys, "0.45", "--curve-radii", "0.4", "0", "0.5",
+                              "--certificates", str(certificates))
+    rows = read_rows(certificates)
+
+    def fixed(r: float) -> float:
+        return sum(row["correct"] == "1" and float(row["radius"]) >= r for row in rows) / len(rows)
+
+    # The file's curve differs at each radius, so each cell below is read at its own radius.
+    assert fixed(0.0) > fixed(0.4) > fixed(0.45) > fixed(0.5) > 0
+    for target in (0.25, 0.45):
+        assert f"| {target:.2f} | 1,100 ({fixed(target):.3f}) |" in tables
+    assert "| r = 0.00 | r = 0.40 | r = 0.50 | max diff (points) |" in tables
+    curve = " | ".join(f"{fixed(r):.3f}" for r in (0.0, 0.4, 0.5))
+    assert f"| fixed | 1,100 | 1.0x | {curve} |" in tables

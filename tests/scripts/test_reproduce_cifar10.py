@@ -164,7 +164,7 @@ def test_unpack_brings_back_what_the_runs_folder_lacks(plan) -> None:
     assert (runs / "rush-r20-sigma0.25.pt").read_text() == "finished here"
 
 
-@pytest.mark.parametrize("sigma, name, radii, curve_radii, published", [
+@pytest.mark.parametrize("sigma, name, radii, target_radii, published", [
     ("0.25", "0.25", "0 0.25 0.5 0.75 1", "0.25 0.5 0.75", "noise0.25_sigma0.25"),
     ("0.5", "0.50", "0 0.25 0.5 0.75 1 1.25 1.5 1.75 2", "0.25 0.5 0.75 1 1.25 1.5",
      "noise0.50_sigma0.50"),
@@ -172,7 +172,7 @@ def test_unpack_brings_back_what_the_runs_folder_lacks(plan) -> None:
      "0.25 0.5 0.75 1 1.25 1.5 1.75 2 2.25 2.5 2.75 3", None),
 ])
 def test_radii_and_names_follow_sigma_and_cohens_row_is_drawn_only_at_its_own_sigma(
-        plan, sigma, name, radii, curve_radii, published) -> None:
+        plan, sigma, name, radii, target_radii, published) -> None:
     ship(plan, "cohen", "rush", sigma=name)  # named with two decimals, as the digits models
     result, calls = plan("figure", "adaptive", SIGMA=sigma)
     assert result.returncode == 0, result.stderr
@@ -192,5 +192,7 @@ def test_radii_and_names_follow_sigma_and_cohens_row_is_drawn_only_at_its_own_si
         assert cohen == [f"tests/data/cohen2019/cifar10_resnet110_{published}.tsv"]
         assert labels[files.index(cohen[0])].startswith("Cohen et al. ResNet-110")
     assert " ".join(figure[figure.index("--radii") + 1:figure.index("--paired")]) == radii
+    # The sequential modes' target radii; the adaptive mode's curve has the figure's radii.
     for call in sequential:
-        assert " ".join(call[call.index("--radii") + 1:call.index("--simulate")]) == curve_radii
+        assert " ".join(call[call.index("--radii") + 1:call.index("--curve-radii")]) == target_radii
+        assert " ".join(call[call.index("--curve-radii") + 1:call.index("--simulate")]) == radii
