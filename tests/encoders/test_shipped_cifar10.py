@@ -20,13 +20,8 @@ from certify.cli.certify import main as certify_main
 REPOSITORY = Path(__file__).resolve().parents[2]
 ARCHIVE = REPOSITORY.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
 RESULTS = REPOSITORY / "docs" / "cifar10" / "results"
-MODELS = {  # shipped model: the sigma it was trained and certified at
-    "cifar10-cohen-sigma0.25": "0.25",
-    "cifar10-rush-sigma0.25": "0.25",
-    "cifar10-rush-consistency-sigma0.25": "0.25",
-    "cifar10-cohen-sigma0.50": "0.5",
-    "cifar10-rush-sigma0.50": "0.5",
-}
+MODELS = ("cifar10-cohen-sigma0.25", "cifar10-rush-sigma0.25", "cifar10-rush-consistency-sigma0.25",
+          "cifar10-cohen-sigma0.50", "cifar10-rush-sigma0.50")
 IMAGES = 2  # idx 0 and 50, the first rows of the published files (every 50th image)
 
 pytestmark = pytest.mark.slow
@@ -51,8 +46,9 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
-@pytest.mark.parametrize(("model", "sigma"), MODELS.items())
-def test_shipped_model_recertifies_its_published_rows(model, sigma, cifar10_jpeg, tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_shipped_model_recertifies_its_published_rows(model, cifar10_jpeg, tmp_path):
+    sigma = model.rsplit("sigma", 1)[1]  # certified at the sigma it was trained at, its name's
     published_file = RESULTS / f"{model}_n10000.tsv"
     if not (REPOSITORY / "encoders" / "pretrained" / f"{model}.pt").is_file():
         pytest.skip(f"{model} is not shipped yet")
