@@ -11,8 +11,9 @@ from pathlib import Path
 import adaptive
 import pytest
 
+from certify.analysis import certified_accuracy, read_results
 from certify.cli.certify import main as certify_main
-from certify.results import read_rows, settings_path
+from certify.results import settings_path
 
 DIGITS = ["--model", "digits-sigma0.25", "--dataset", "digits", "--sigma", "0.25", "--skip", "45",
           "--batch", "100"]
@@ -40,9 +41,7 @@ def test_recorded_certificates_give_the_tables_of_running_the_model(tmp_path, ca
     assert recorded == measured
     # The fixed-n row is the results file's curve (n0 + n samples an image), and the file
     # certifies some images, so equal outputs are not equal by being empty.
-    rows = read_rows(certificates)
-    curve = [sum(row["correct"] == "1" and float(row["radius"]) >= r for row in rows) / len(rows)
-             for r in adaptive.CURVE_RADII]
+    curve = certified_accuracy(read_results(certificates), adaptive.CURVE_RADII)
     assert curve[0] > 0
     assert (f"| fixed | 1,100 | 1.0x | {' | '.join(f'{value:.3f}' for value in curve)} |"
             in measured)
@@ -83,15 +82,12 @@ def test_target_radii_off_the_curve_and_other_curve_radii(tmp_path, capsys) -> N
     capsys.readouterr()
     tables = benchmark_tables(capsys, "0.45", "--curve-radii", "0.4", "0", "0.5",
                               "--certificates", str(certificates))
-    rows = read_rows(certificates)
-
-    def fixed(r: float) -> float:
-        return sum(row["correct"] == "1" and float(row["radius"]) >= r for row in rows) / len(rows)
-
+    radii = (0.0, 0.25, 0.4, 0.45, 0.5)
+    fixed = dict(zip(radii, certified_accuracy(read_results(certificates), radii), strict=True))
     # The file's curve differs at each radius, so each cell below is read at its own radius.
-    assert fixed(0.0) > fixed(0.4) > fixed(0.45) > fixed(0.5) > 0
+    assert fixed[0.0] > fixed[0.4] > fixed[0.45] > fixed[0.5] > 0
     for target in (0.25, 0.45):
-        assert f"| {target:.2f} | 1,100 ({fixed(target):.3f}) |" in tables
+        assert f"| {target:.2f} | 1,100 ({fixed[target]:.3f}) |" in tables
     assert "| r = 0.00 | r = 0.40 | r = 0.50 | max diff (points) |" in tables
-    curve = " | ".join(f"{fixed(r):.3f}" for r in (0.0, 0.4, 0.5))
+    curve = " | ".join(f"{fixed[r]:.3f}" for r in (0.0, 0.4, 0.5))
     assert f"| fixed | 1,100 | 1.0x | {curve} |" in tables
